@@ -1,0 +1,577 @@
+/*
+ * The purchase: POST /v1/instances as a chain of small steps, each of
+ * which starts the next or answers with an error.
+ *
+ *   check_media -> parse -> claim -+-> send -> on_sent -+-> record -> answer
+ *                                  |                    +-> release -> answer
+ *                                  +-> replay / 409 / 422 / 503
+ *                                  +-> wait -> claim (Prefer: wait=N)
+ *
+ * The request context stays alive while a Redis or upstream callback is
+ * pending (r->pending), even if the client has gone: a purchase that
+ * reached the vendor is always recorded.
+ */
+#include <ctype.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <openssl/crypto.h>
+
+#include "config.h"
+#include "errors.h"
+#include "idem.h"
+#include "log.h"
+#include "request.h"
+#include "signer.h"
+#include "upstream.h"
+#include "util.h"
+#include "vendor.h"
+
+/* Tries to store a final result before giving up on Redis. */
+#define RECORD_MAX_TRIES	3
+#define RECORD_RETRY_MS		100
+/* First pause before resending after IdempotentProcessing; doubles. */
+#define RESEND_BASE_MS		250
+/*
+ * A waiter re-checks the record at least this often, in case it missed
+ * the announcement (published before it subscribed, or during a Redis
+ * reconnect).
+ */
+#define WAIT_RECHECK_MAX_MS	1000
+
+static void	claim(struct request *r);
+static void	send_upstream(struct request *r);
+static void	record(struct request *r);
+static void	release(struct request *r);
+
+static void
+set_timer_ms(struct event *ev, int64_t ms)
+{
+	struct timeval	tv = { (time_t)(ms / 1000), (ms % 1000) * 1000 };
+
+	evtimer_add(ev, &tv);
+}
+
+/* application/json, with at most a charset=utf-8 parameter. */
+static bool
+is_json_media_type(const char *value)
+{
+	const char	*p, *semi;
+	size_t		 len;
+
+	if (value == NULL)
+		return false;
+	while (*value == ' ' || *value == '\t')
+		value++;
+	semi = strchr(value, ';');
+	len = semi != NULL ? (size_t)(semi - value) : strlen(value);
+	while (len > 0 && (value[len - 1] == ' ' || value[len - 1] == '\t'))
+		len--;
+	if (len != strlen("application/json") ||
+	    strncasecmp(value, "application/json", len) != 0)
+		return false;
+	if (semi == NULL)
+		return true;
+
+	p = semi + 1;
+	while (*p == ' ' || *p == '\t')
+		p++;
+	if (strncasecmp(p, "charset=", 8) != 0)
+		return false;
+	p += 8;
+	if (strcasecmp(p, "utf-8") == 0 || strcasecmp(p, "\"utf-8\"") == 0)
+		return true;
+	return false;
+}
+
+/*
+ * The Idempotency-Key header is a structured-field string, so a client
+ * may quote it; a bare token is accepted too. Returns a new string or
+ * NULL when the header is absent.
+ */
+static char *
+header_token(struct evkeyvalq *headers)
+{
+	const char	*value;
+	size_t		 len;
+
+	value = evhttp_find_header(headers, "Idempotency-Key");
+	if (value == NULL)
+		return NULL;
+	len = strlen(value);
+	if (len >= 2 && value[0] == '"' && value[len - 1] == '"')
+		return xstrndup(value + 1, len - 2);
+	return xstrdup(value);
+}
+
+/* Prefer: wait=N in seconds, capped by config; 0 when absent. */
+static int
+preferred_wait_s(struct evkeyvalq *headers, int max_s)
+{
+	const char	*value, *p;
+	long		 n;
+
+	value = evhttp_find_header(headers, "Prefer");
+	if (value == NULL)
+		return 0;
+	for (p = value; *p != '\0'; p++) {
+		if ((p == value || p[-1] == ' ' || p[-1] == ',' ||
+		    p[-1] == ';') && strncasecmp(p, "wait=", 5) == 0 &&
+		    isdigit((unsigned char)p[5])) {
+			n = strtol(p + 5, NULL, 10);
+			return n > max_s ? max_s : (int)n;
+		}
+	}
+	return 0;
+}
+
+static json_t *
+validation_json(const struct validation *v)
+{
+	json_t	*list;
+	size_t	 i;
+
+	list = json_array();
+	for (i = 0; i < v->count; i++)
+		(void)json_array_append_new(list, json_pack("{s:s, s:s}",
+		    "field", v->errors[i].field,
+		    "message", v->errors[i].message));
+	return json_pack("{s:o}", "errors", list);
+}
+
+void
+purchase_create(struct request *r)
+{
+	struct evkeyvalq	*headers = evhttp_request_get_input_headers(r->req);
+	struct evbuffer		*in = evhttp_request_get_input_buffer(r->req);
+	const struct config	*cfg = r->w->cfg;
+	struct validation	 v = { 0 };
+	size_t			 len = evbuffer_get_length(in);
+	char			*token;
+	int			 rc, wait_s;
+
+	if (!is_json_media_type(evhttp_find_header(headers,
+	    "Content-Type"))) {
+		request_fail(r, &ERR_UNSUPPORTED_MEDIA_TYPE, NULL);
+		return;
+	}
+	if (len > cfg->body_max_bytes) {
+		request_fail(r, &ERR_PAYLOAD_TOO_LARGE, NULL);
+		return;
+	}
+
+	token = header_token(headers);
+	rc = vendor_parse_order((const char *)evbuffer_pullup(in, -1), len,
+	    token, &r->order, &v);
+	free(token);
+	if (rc != 0) {
+		request_fail(r, &ERR_INVALID_REQUEST, validation_json(&v));
+		return;
+	}
+
+	vendor_fingerprint(&r->order, r->fingerprint);
+	vendor_upstream_token(r->tenant->name, r->order.client_token,
+	    r->upstream_token);
+	r->key.tenant = r->tenant->name;
+	r->key.client_token = r->order.client_token;
+	r->key.fingerprint = r->fingerprint;
+	r->key.upstream_token = r->upstream_token;
+	wait_s = preferred_wait_s(headers, cfg->idem_wait_max_s);
+	if (wait_s > 0)
+		r->wait_deadline_ms = util_mono_ms() + (int64_t)wait_s * 1000;
+	claim(r);
+}
+
+static void
+answer(struct request *r)
+{
+	char	*body = r->body;
+
+	r->body = NULL;
+	request_respond(r, r->status, r->is_problem, body);
+}
+
+static void
+set_answer(struct request *r, int status, bool is_problem, char *body)
+{
+	free(r->body);
+	r->status = status;
+	r->is_problem = is_problem;
+	r->body = body;
+}
+
+static void
+set_problem(struct request *r, const struct api_error *err, json_t *extra)
+{
+	set_answer(r, err->status, true, errors_problem_body(err, r->id,
+	    extra));
+}
+
+static void
+on_wake(void *arg)
+{
+	struct request	*r = arg;
+
+	r->wait = NULL;
+	claim(r);
+}
+
+/* Another attempt holds the lease: wait for it, or say 409. */
+static void
+in_flight(struct request *r, int64_t lease_left_ms)
+{
+	int64_t	left_ms = r->wait_deadline_ms - util_mono_ms();
+	int64_t	timeout_ms;
+
+	if (r->wait_deadline_ms == 0 || left_ms <= 0) {
+		r->retry_after_s = r->w->cfg->idem_retry_after_s;
+		request_fail(r, &ERR_REQUEST_IN_PROGRESS, NULL);
+		return;
+	}
+
+	/* Wake at the announcement, the lease's end or the deadline. */
+	timeout_ms = lease_left_ms + 10;
+	if (timeout_ms > WAIT_RECHECK_MAX_MS)
+		timeout_ms = WAIT_RECHECK_MAX_MS;
+	if (timeout_ms > left_ms)
+		timeout_ms = left_ms;
+	r->has_waited = true;
+	r->wait = idem_wait(r->w->idem, &r->key, timeout_ms, on_wake, r);
+}
+
+static void
+on_claim(const struct idem_claim *c, void *arg)
+{
+	struct request	*r = arg;
+
+	r->pending--;
+	switch (c->outcome) {
+	case IDEM_FRESH:
+	case IDEM_TAKEOVER:
+		r->idem_outcome = c->outcome == IDEM_FRESH ? "fresh" :
+		    "takeover";
+		r->epoch = c->epoch;
+		send_upstream(r);
+		break;
+	case IDEM_REPLAYED:
+		r->idem_outcome = "replayed";
+		r->is_replay = true;
+		request_respond(r, c->status, c->status >= 400,
+		    xstrndup(c->body, c->body_len));
+		break;
+	case IDEM_MISMATCH:
+		r->idem_outcome = "mismatch";
+		request_fail(r, &ERR_IDEMPOTENCY_MISMATCH, NULL);
+		break;
+	case IDEM_IN_FLIGHT:
+		r->idem_outcome = "in_flight";
+		in_flight(r, c->lease_left_ms);
+		break;
+	case IDEM_UNAVAILABLE:
+		r->idem_outcome = "unavailable";
+		request_fail(r, &ERR_UNAVAILABLE, NULL);
+		break;
+	}
+	request_release(r);
+}
+
+static void
+claim(struct request *r)
+{
+	r->pending++;
+	idem_claim(r->w->idem, &r->key, on_claim, r);
+}
+
+static void	on_sent(const struct upstream_result *res, void *arg);
+
+static void
+send_upstream(struct request *r)
+{
+	const struct config_account *account = r->tenant->account;
+	char			*form;
+
+	if (r->params == NULL)
+		r->params = vendor_params(&r->order, account->site,
+		    r->upstream_token);
+
+	/* A new nonce, timestamp and signature for every attempt. */
+	form = signer_sign_post(r->params, account->creds, time(NULL), NULL);
+	if (form == NULL) {
+		log_pack(LOG_ERROR, "purchase", "sign_failed", "{s:s}",
+		    "req_id", r->id);
+		set_problem(r, &ERR_INTERNAL, NULL);
+		/* Nothing was sent: free the lease for the next retry. */
+		r->retry_after_s = r->w->cfg->idem_retry_after_s;
+		release(r);
+		return;
+	}
+	r->attempts++;
+	r->pending++;
+	upstream_post(r->w->upstream, form, strlen(form), on_sent, r);
+	OPENSSL_cleanse(form, strlen(form));
+	free(form);
+}
+
+static void
+on_resend_timer(evutil_socket_t fd, short what, void *arg)
+{
+	struct request	*r = arg;
+
+	(void)fd;
+	(void)what;
+	r->pending--;
+	send_upstream(r);
+	request_release(r);
+}
+
+/* The 201 body: what the client keeps. */
+static char *
+created_body(const struct request *r, const struct vendor_answer *va)
+{
+	json_t	*body;
+	char	*text;
+
+	body = json_pack("{s:s, s:s, s:s, s:s}",
+	    "instance_id", va->instance_id, "order_id", va->order_id,
+	    "client_token", r->order.client_token,
+	    "upstream_request_id", va->request_id);
+	text = json_dumps(body, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	json_decref(body);
+	if (text == NULL)
+		abort();
+	return text;
+}
+
+static json_t *
+vendor_extra(const struct vendor_answer *va)
+{
+	return json_pack("{s:s, s:s, s:i}", "vendor_code", va->code,
+	    "vendor_request_id", va->request_id,
+	    "upstream_status", va->http_status);
+}
+
+/* What the vendor said decides what is stored and what the client sees. */
+static void
+on_answered(struct request *r, const struct upstream_result *res)
+{
+	const struct config	*cfg = r->w->cfg;
+	struct vendor_answer	 va;
+
+	vendor_parse_answer(res->http_status, res->body, res->body_len, &va);
+	r->upstream_status = res->http_status;
+	(void)snprintf(r->upstream_request_id, sizeof(r->upstream_request_id),
+	    "%s", va.request_id);
+	(void)snprintf(r->vendor_code, sizeof(r->vendor_code), "%s", va.code);
+
+	switch (va.outcome) {
+	case VENDOR_CREATED:
+		set_answer(r, 201, false, created_body(r, &va));
+		record(r);
+		return;
+	case VENDOR_REJECTED:
+		set_problem(r, &ERR_UPSTREAM_REJECTED, vendor_extra(&va));
+		r->is_final_failure = true;
+		record(r);
+		return;
+	case VENDOR_RETRY:
+		if (r->attempts < cfg->upstream_max_attempts) {
+			r->pending++;
+			evtimer_assign(&r->resend_timer, r->w->base,
+			    on_resend_timer, r);
+			set_timer_ms(&r->resend_timer, (int64_t)RESEND_BASE_MS <<
+			    (r->attempts - 1));
+			return;
+		}
+		break;
+	case VENDOR_GATEWAY_FAULT:
+		log_pack(LOG_ERROR, "purchase", "vendor_refused_gateway",
+		    "{s:s, s:s, s:i}", "req_id", r->id, "vendor_code",
+		    va.code, "upstream_status", va.http_status);
+		break;
+	case VENDOR_MALFORMED:
+		log_pack(LOG_WARN, "purchase", "vendor_answer_malformed",
+		    "{s:s, s:i}", "req_id", r->id, "upstream_status",
+		    va.http_status);
+		/* A 2xx we cannot read may hide an order: keep the lease. */
+		if (va.http_status >= 200 && va.http_status < 300) {
+			set_problem(r, &ERR_UPSTREAM_UNAVAILABLE, NULL);
+			answer(r);
+			return;
+		}
+		break;
+	case VENDOR_TRANSIENT:
+		break;
+	}
+
+	/* Not final: let the next retry go upstream at once. */
+	set_problem(r, &ERR_UPSTREAM_UNAVAILABLE, va.code[0] != '\0' ?
+	    vendor_extra(&va) : NULL);
+	r->retry_after_s = cfg->idem_retry_after_s;
+	release(r);
+}
+
+static void
+on_sent(const struct upstream_result *res, void *arg)
+{
+	struct request	*r = arg;
+
+	r->pending--;
+	switch (res->status) {
+	case UPSTREAM_ANSWERED:
+		on_answered(r, res);
+		break;
+	case UPSTREAM_TIMEOUT:
+		/* The vendor may have acted: the lease stays until it ends. */
+		log_pack(LOG_WARN, "purchase", "upstream_timeout", "{s:s}",
+		    "req_id", r->id);
+		r->retry_after_s = r->w->cfg->idem_retry_after_s;
+		set_problem(r, &ERR_UPSTREAM_TIMEOUT, NULL);
+		answer(r);
+		break;
+	case UPSTREAM_FAILED:
+		log_pack(LOG_WARN, "purchase", "upstream_failed", "{s:s}",
+		    "req_id", r->id);
+		r->retry_after_s = r->w->cfg->idem_retry_after_s;
+		set_problem(r, &ERR_UPSTREAM_UNAVAILABLE, NULL);
+		answer(r);
+		break;
+	}
+	request_release(r);
+}
+
+static void
+on_record_timer(evutil_socket_t fd, short what, void *arg)
+{
+	struct request	*r = arg;
+
+	(void)fd;
+	(void)what;
+	r->pending--;
+	record(r);
+	request_release(r);
+}
+
+static void
+on_recorded(bool is_stored, void *arg)
+{
+	struct request	*r = arg;
+
+	r->pending--;
+	if (!is_stored && r->record_tries < RECORD_MAX_TRIES) {
+		r->pending++;
+		evtimer_assign(&r->record_timer, r->w->base, on_record_timer,
+		    r);
+		set_timer_ms(&r->record_timer, RECORD_RETRY_MS *
+		    r->record_tries);
+		request_release(r);
+		return;
+	}
+	if (!is_stored)
+		/*
+		 * The client still gets its answer. A retry finds the lease
+		 * expired, resends the same upstream ClientToken and the
+		 * vendor returns this same order.
+		 */
+		log_pack(LOG_ERROR, "purchase", "record_failed",
+		    "{s:s, s:s, s:i}", "req_id", r->id, "tenant",
+		    r->tenant->name, "status", r->status);
+	answer(r);
+	request_release(r);
+}
+
+static void
+record(struct request *r)
+{
+	r->record_tries++;
+	r->pending++;
+	idem_complete(r->w->idem, &r->key, r->is_final_failure, r->status,
+	    r->body, on_recorded, r);
+}
+
+static void
+on_released(bool is_stored, void *arg)
+{
+	struct request	*r = arg;
+
+	(void)is_stored;
+	r->pending--;
+	answer(r);
+	request_release(r);
+}
+
+static void
+release(struct request *r)
+{
+	r->pending++;
+	idem_release(r->w->idem, &r->key, r->epoch, on_released, r);
+}
+
+void
+purchase_cleanup(struct request *r)
+{
+	idem_wait_cancel(r->wait);
+	r->wait = NULL;
+	if (event_initialized(&r->resend_timer))
+		evtimer_del(&r->resend_timer);
+	if (event_initialized(&r->record_timer))
+		evtimer_del(&r->record_timer);
+	rpc_params_free(r->params);
+	r->params = NULL;
+}
+
+static bool
+is_token(const char *s, size_t len)
+{
+	size_t	i;
+
+	if (len == 0 || len > VENDOR_TOKEN_MAX || strlen(s) != len)
+		return false;
+	for (i = 0; i < len; i++) {
+		if (s[i] < 0x21 || s[i] > 0x7e)
+			return false;
+	}
+	return true;
+}
+
+static void
+on_record(json_t *record_json, bool is_available, void *arg)
+{
+	struct request	*r = arg;
+	char		*text;
+
+	r->pending--;
+	if (!is_available) {
+		request_fail(r, &ERR_UNAVAILABLE, NULL);
+	} else if (record_json == NULL) {
+		request_fail(r, &ERR_NOT_FOUND, NULL);
+	} else {
+		text = json_dumps(record_json, JSON_COMPACT |
+		    JSON_PRESERVE_ORDER);
+		if (text == NULL)
+			abort();
+		request_respond(r, 200, false, text);
+	}
+	request_release(r);
+}
+
+void
+purchase_lookup(struct request *r, const char *encoded_token)
+{
+	char	*token;
+	size_t	 len = 0;
+
+	token = evhttp_uridecode(encoded_token, 0, &len);
+	if (token == NULL || !is_token(token, len)) {
+		free(token);
+		request_fail(r, &ERR_NOT_FOUND, NULL);
+		return;
+	}
+	r->pending++;
+	idem_lookup(r->w->idem, r->tenant->name, token, on_record, r);
+	free(token);
+}

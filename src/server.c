@@ -1,0 +1,554 @@
+/*
+ * Workers, routing and answers. Each worker thread runs one event_base with
+ * its own evhttp, Redis connections and upstream pool; nothing but the
+ * immutable config and the listening socket is shared between them.
+ */
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/thread.h>
+#include <openssl/rand.h>
+
+#include "auth.h"
+#include "config.h"
+#include "errors.h"
+#include "idem.h"
+#include "log.h"
+#include "request.h"
+#include "server.h"
+#include "upstream.h"
+#include "util.h"
+
+#define LISTEN_BACKLOG		1024
+/*
+ * Bodies between body_max_bytes and this cap get our own 413 problem
+ * body; evhttp itself refuses anything larger, with its own 413 page,
+ * before the body is read.
+ */
+#define BODY_HARD_CAP_BYTES	(1024 * 1024)
+/* How long shutdown waits for in-flight requests beyond the vendor's. */
+#define DRAIN_EXTRA_MS		2000
+
+struct server {
+	const struct config	*cfg;
+	struct event_base	*main_base;
+	SSL_CTX			*ssl_ctx;
+	evutil_socket_t		 listen_fd;
+	char			 owner[96];
+	struct worker		*workers;
+	pthread_t		*threads;
+	int			 nworkers;
+};
+
+static const char *
+reason_phrase(int status)
+{
+	switch (status) {
+	case 200: return "OK";
+	case 201: return "Created";
+	case 400: return "Bad Request";
+	case 401: return "Unauthorized";
+	case 403: return "Forbidden";
+	case 404: return "Not Found";
+	case 405: return "Method Not Allowed";
+	case 409: return "Conflict";
+	case 413: return "Payload Too Large";
+	case 415: return "Unsupported Media Type";
+	case 422: return "Unprocessable Content";
+	case 500: return "Internal Server Error";
+	case 502: return "Bad Gateway";
+	case 503: return "Service Unavailable";
+	case 504: return "Gateway Timeout";
+	default: return "Status";
+	}
+}
+
+static const char *
+method_name(enum evhttp_cmd_type method)
+{
+	switch (method) {
+	case EVHTTP_REQ_GET: return "GET";
+	case EVHTTP_REQ_POST: return "POST";
+	case EVHTTP_REQ_HEAD: return "HEAD";
+	case EVHTTP_REQ_PUT: return "PUT";
+	case EVHTTP_REQ_DELETE: return "DELETE";
+	case EVHTTP_REQ_OPTIONS: return "OPTIONS";
+	case EVHTTP_REQ_PATCH: return "PATCH";
+	default: return "OTHER";
+	}
+}
+
+static void
+maybe_stop(struct worker *w)
+{
+	if (w->is_draining && w->active == 0)
+		event_base_loopbreak(w->base);
+}
+
+void
+request_release(struct request *r)
+{
+	struct worker	*w = r->w;
+
+	if (r->req != NULL || r->pending > 0)
+		return;
+	purchase_cleanup(r);
+	free(r->body);
+	free(r);
+	w->active--;
+	maybe_stop(w);
+}
+
+static void
+log_access(const struct request *r, enum evhttp_cmd_type method,
+    const char *path, int status)
+{
+	json_t	*fields;
+
+	fields = json_pack("{s:s, s:s, s:s, s:s%, s:i, s:I}",
+	    "req_id", r->id,
+	    "tenant", r->tenant != NULL ? r->tenant->name : "",
+	    "method", method_name(method),
+	    "path", path, strnlen(path, 256),
+	    "status", status,
+	    "latency_ms", (json_int_t)(util_mono_ms() - r->started_ms));
+	if (fields == NULL)
+		return;
+	if (r->idem_outcome != NULL)
+		(void)json_object_set_new(fields, "idempotency",
+		    json_string(r->idem_outcome));
+	if (r->upstream_status != 0)
+		(void)json_object_set_new(fields, "upstream_status",
+		    json_integer(r->upstream_status));
+	if (r->upstream_request_id[0] != '\0')
+		(void)json_object_set_new(fields, "upstream_request_id",
+		    json_string(r->upstream_request_id));
+	if (r->vendor_code[0] != '\0')
+		(void)json_object_set_new(fields, "vendor_code",
+		    json_string(r->vendor_code));
+	log_json(LOG_INFO, "server", "access", fields);
+}
+
+void
+request_respond(struct request *r, int status, bool is_problem, char *body)
+{
+	struct evhttp_request	*req = r->req;
+	struct evkeyvalq	*headers;
+	struct evbuffer		*out;
+	char			 retry_after[16];
+
+	if (req == NULL) {
+		free(body);
+		return;
+	}
+
+	headers = evhttp_request_get_output_headers(req);
+	(void)evhttp_add_header(headers, "Content-Type", is_problem ?
+	    "application/problem+json" : "application/json");
+	(void)evhttp_add_header(headers, "Cache-Control", "no-store");
+	(void)evhttp_add_header(headers, "X-Request-Id", r->id);
+	if (r->is_replay)
+		(void)evhttp_add_header(headers, "Idempotent-Replayed", "true");
+	if (r->retry_after_s > 0) {
+		(void)snprintf(retry_after, sizeof(retry_after), "%d",
+		    r->retry_after_s);
+		(void)evhttp_add_header(headers, "Retry-After", retry_after);
+	}
+
+	out = evbuffer_new();
+	if (out == NULL || evbuffer_add(out, body, strlen(body)) != 0)
+		abort();
+	free(body);
+
+	log_access(r, evhttp_request_get_command(req),
+	    evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req)) != NULL ?
+	    evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req)) : "",
+	    status);
+	evhttp_send_reply(req, status, reason_phrase(status), out);
+	evbuffer_free(out);
+	r->req = NULL;
+}
+
+void
+request_fail(struct request *r, const struct api_error *err, json_t *extra)
+{
+	request_respond(r, err->status, true,
+	    errors_problem_body(err, r->id, extra));
+}
+
+static struct request *
+request_new(struct worker *w, struct evhttp_request *req)
+{
+	struct request	*r;
+	unsigned char	 raw[16];
+
+	r = xcalloc(1, sizeof(*r));
+	r->w = w;
+	r->req = req;
+	r->started_ms = util_mono_ms();
+	if (RAND_bytes(raw, sizeof(raw)) != 1)
+		abort();
+	util_hex(raw, sizeof(raw), r->id);
+	w->active++;
+	return r;
+}
+
+static void
+answer_health(struct request *r, bool is_readiness)
+{
+	if (is_readiness && !idem_is_ready(r->w->idem)) {
+		request_fail(r, &ERR_UNAVAILABLE, NULL);
+		return;
+	}
+	request_respond(r, 200, false, xstrdup("{\"status\":\"ok\"}"));
+}
+
+static bool
+has_prefix(const char *s, const char *prefix)
+{
+	return strncmp(s, prefix, strlen(prefix)) == 0;
+}
+
+/* Everything under /v1/ needs a tenant; authentication comes first. */
+static void
+route_api(struct request *r, const char *path, enum evhttp_cmd_type method)
+{
+	const char	*auth;
+
+	auth = evhttp_find_header(evhttp_request_get_input_headers(r->req),
+	    "Authorization");
+	r->tenant = auth_tenant(r->w->cfg, auth);
+	if (r->tenant == NULL) {
+		request_fail(r, &ERR_UNAUTHENTICATED, NULL);
+		return;
+	}
+
+	if (strcmp(path, "/v1/instances") == 0) {
+		if (method != EVHTTP_REQ_POST) {
+			request_fail(r, &ERR_METHOD_NOT_ALLOWED, NULL);
+			return;
+		}
+		purchase_create(r);
+		return;
+	}
+	if (has_prefix(path, "/v1/instances/requests/") &&
+	    strchr(path + strlen("/v1/instances/requests/"), '/') == NULL) {
+		if (method != EVHTTP_REQ_GET) {
+			request_fail(r, &ERR_METHOD_NOT_ALLOWED, NULL);
+			return;
+		}
+		purchase_lookup(r, path + strlen("/v1/instances/requests/"));
+		return;
+	}
+	request_fail(r, &ERR_NOT_FOUND, NULL);
+}
+
+static void
+on_request(struct evhttp_request *req, void *arg)
+{
+	struct worker		*w = arg;
+	struct request		*r = request_new(w, req);
+	enum evhttp_cmd_type	 method = evhttp_request_get_command(req);
+	const char		*path;
+
+	path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
+	if (path == NULL)
+		path = "";
+
+	if (strcmp(path, "/healthz") == 0 || strcmp(path, "/readyz") == 0) {
+		if (method != EVHTTP_REQ_GET && method != EVHTTP_REQ_HEAD)
+			request_fail(r, &ERR_METHOD_NOT_ALLOWED, NULL);
+		else
+			answer_health(r, path[1] == 'r');
+	} else if (has_prefix(path, "/v1/")) {
+		route_api(r, path, method);
+	} else {
+		request_fail(r, &ERR_NOT_FOUND, NULL);
+	}
+	request_release(r);
+}
+
+static void
+on_grace_end(evutil_socket_t fd, short what, void *arg)
+{
+	struct worker	*w = arg;
+
+	(void)fd;
+	(void)what;
+	log_pack(LOG_WARN, "server", "drain_timeout", "{s:i, s:i}",
+	    "worker", w->index, "requests", w->active);
+	event_base_loopbreak(w->base);
+}
+
+/* Runs on the worker's thread: stop accepting, finish what is running. */
+static void
+on_shutdown(evutil_socket_t fd, short what, void *arg)
+{
+	struct worker	*w = arg;
+	struct timeval	 tv;
+	int		 ms;
+
+	(void)fd;
+	(void)what;
+	if (w->bound != NULL) {
+		evhttp_del_accept_socket(w->http, w->bound);
+		w->bound = NULL;
+	}
+	w->is_draining = true;
+	ms = w->cfg->upstream_timeout_ms + DRAIN_EXTRA_MS;
+	tv.tv_sec = ms / 1000;
+	tv.tv_usec = (ms % 1000) * 1000;
+	evtimer_add(w->grace_timer, &tv);
+	maybe_stop(w);
+}
+
+static void *
+worker_main(void *arg)
+{
+	struct worker	*w = arg;
+
+	(void)event_base_dispatch(w->base);
+	return NULL;
+}
+
+static int
+worker_init(struct worker *w, struct server *srv, int index)
+{
+	const struct config	*cfg = srv->cfg;
+	struct timeval		 tv;
+	evutil_socket_t		 fd;
+
+	w->index = index;
+	w->cfg = cfg;
+	w->base = event_base_new();
+	w->http = w->base != NULL ? evhttp_new(w->base) : NULL;
+	if (w->http == NULL)
+		return -1;
+
+	evhttp_set_gencb(w->http, on_request, w);
+	evhttp_set_allowed_methods(w->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST |
+	    EVHTTP_REQ_HEAD | EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
+	    EVHTTP_REQ_PATCH | EVHTTP_REQ_OPTIONS);
+	evhttp_set_max_headers_size(w->http, (ev_ssize_t)cfg->header_max_bytes);
+	evhttp_set_max_body_size(w->http, (ev_ssize_t)(cfg->body_max_bytes >
+	    BODY_HARD_CAP_BYTES ? cfg->body_max_bytes : BODY_HARD_CAP_BYTES));
+	tv.tv_sec = cfg->read_timeout_ms / 1000;
+	tv.tv_usec = (cfg->read_timeout_ms % 1000) * 1000;
+	evhttp_set_timeout_tv(w->http, &tv);
+
+	/* Each worker accepts on its own copy of the one listening socket. */
+	fd = dup(srv->listen_fd);
+	if (fd < 0)
+		return -1;
+	w->bound = evhttp_accept_socket_with_handle(w->http, fd);
+	if (w->bound == NULL) {
+		close(fd);
+		return -1;
+	}
+
+	w->idem = idem_new(w->base, cfg, srv->owner);
+	w->upstream = upstream_new(w->base, cfg, srv->ssl_ctx);
+	w->shutdown_ev = event_new(w->base, -1, 0, on_shutdown, w);
+	w->grace_timer = evtimer_new(w->base, on_grace_end, w);
+	if (w->shutdown_ev == NULL || w->grace_timer == NULL)
+		return -1;
+	return 0;
+}
+
+static void
+worker_cleanup(struct worker *w)
+{
+	if (w->http != NULL)
+		evhttp_free(w->http);
+	upstream_free(w->upstream);
+	idem_free(w->idem);
+	if (w->shutdown_ev != NULL)
+		event_free(w->shutdown_ev);
+	if (w->grace_timer != NULL)
+		event_free(w->grace_timer);
+	if (w->base != NULL)
+		event_base_free(w->base);
+}
+
+/* A non-blocking listening socket on the configured address and port. */
+static evutil_socket_t
+listen_socket(const struct config *cfg, int *port)
+{
+	struct addrinfo		 hints = { 0 }, *ai = NULL;
+	struct sockaddr_storage	 ss;
+	socklen_t		 sslen = sizeof(ss);
+	char			 service[8];
+	evutil_socket_t		 fd = -1;
+	int			 on = 1, rc;
+
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+	(void)snprintf(service, sizeof(service), "%d", cfg->listen_port);
+	rc = getaddrinfo(cfg->listen_address, service, &hints, &ai);
+	if (rc != 0) {
+		log_pack(LOG_ERROR, "server", "listen_failed", "{s:s, s:s}",
+		    "address", cfg->listen_address, "error", gai_strerror(rc));
+		return -1;
+	}
+
+	fd = socket(ai->ai_family, ai->ai_socktype, ai->ai_protocol);
+	if (fd < 0 ||
+	    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on)) != 0 ||
+	    bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 ||
+	    listen(fd, LISTEN_BACKLOG) != 0 ||
+	    evutil_make_socket_nonblocking(fd) != 0 ||
+	    evutil_make_socket_closeonexec(fd) != 0 ||
+	    getsockname(fd, (struct sockaddr *)&ss, &sslen) != 0)
+		goto fail;
+	freeaddrinfo(ai);
+
+	*port = ntohs(ss.ss_family == AF_INET6 ?
+	    ((struct sockaddr_in6 *)&ss)->sin6_port :
+	    ((struct sockaddr_in *)&ss)->sin_port);
+	return fd;
+
+fail:
+	log_pack(LOG_ERROR, "server", "listen_failed", "{s:s, s:i, s:s}",
+	    "address", cfg->listen_address, "port", cfg->listen_port,
+	    "error", strerror(errno));
+	if (fd >= 0)
+		close(fd);
+	freeaddrinfo(ai);
+	return -1;
+}
+
+/* Names this process in idempotency records: host, pid and a nonce. */
+static void
+make_owner(char *out, size_t size)
+{
+	char		host[64] = "unknown";
+	unsigned char	raw[4];
+	char		hex[9];
+
+	(void)gethostname(host, sizeof(host) - 1);
+	host[sizeof(host) - 1] = '\0';
+	if (RAND_bytes(raw, sizeof(raw)) != 1)
+		abort();
+	util_hex(raw, sizeof(raw), hex);
+	(void)snprintf(out, size, "%s/%ld/%s", host, (long)getpid(), hex);
+}
+
+static void
+on_signal(evutil_socket_t sig, short what, void *arg)
+{
+	struct server	*srv = arg;
+	int		 i;
+
+	(void)what;
+	log_pack(LOG_INFO, "server", "stopping", "{s:i}", "signal", (int)sig);
+	for (i = 0; i < srv->nworkers; i++)
+		event_active(srv->workers[i].shutdown_ev, EV_READ, 0);
+	event_base_loopbreak(srv->main_base);
+}
+
+static int
+workers_count(const struct config *cfg)
+{
+	long	n;
+
+	if (cfg->workers > 0)
+		return cfg->workers;
+	n = sysconf(_SC_NPROCESSORS_ONLN);
+	return n > 0 ? (int)n : 1;
+}
+
+static void
+server_cleanup(struct server *srv)
+{
+	int	i;
+
+	for (i = 0; i < srv->nworkers; i++)
+		worker_cleanup(&srv->workers[i]);
+	free(srv->workers);
+	free(srv->threads);
+	if (srv->listen_fd >= 0)
+		close(srv->listen_fd);
+	SSL_CTX_free(srv->ssl_ctx);
+	if (srv->main_base != NULL)
+		event_base_free(srv->main_base);
+}
+
+int
+server_run(const struct config *cfg)
+{
+	struct server	 srv = { .cfg = cfg, .listen_fd = -1 };
+	struct event	*sigint = NULL, *sigterm = NULL;
+	int		 i, port, started = 0, status = 1;
+
+	if (evthread_use_pthreads() != 0)
+		return 1;
+	(void)signal(SIGPIPE, SIG_IGN);
+	make_owner(srv.owner, sizeof(srv.owner));
+
+	if (cfg->upstream_is_https &&
+	    (srv.ssl_ctx = upstream_tls_context(cfg)) == NULL)
+		goto out;
+	srv.listen_fd = listen_socket(cfg, &port);
+	if (srv.listen_fd < 0)
+		goto out;
+
+	srv.main_base = event_base_new();
+	if (srv.main_base == NULL)
+		goto out;
+	srv.nworkers = workers_count(cfg);
+	srv.workers = xcalloc((size_t)srv.nworkers, sizeof(*srv.workers));
+	srv.threads = xcalloc((size_t)srv.nworkers, sizeof(*srv.threads));
+	for (i = 0; i < srv.nworkers; i++) {
+		if (worker_init(&srv.workers[i], &srv, i) != 0) {
+			log_pack(LOG_ERROR, "server", "worker_init_failed",
+			    "{s:i}", "worker", i);
+			goto out;
+		}
+	}
+
+	sigint = evsignal_new(srv.main_base, SIGINT, on_signal, &srv);
+	sigterm = evsignal_new(srv.main_base, SIGTERM, on_signal, &srv);
+	if (sigint == NULL || sigterm == NULL || evsignal_add(sigint, NULL) ||
+	    evsignal_add(sigterm, NULL))
+		goto out;
+
+	for (started = 0; started < srv.nworkers; started++) {
+		if (pthread_create(&srv.threads[started], NULL, worker_main,
+		    &srv.workers[started]) != 0)
+			goto out;
+	}
+	log_pack(LOG_INFO, "server", "listening", "{s:s, s:i, s:i, s:s}",
+	    "address", cfg->listen_address, "port", port,
+	    "workers", srv.nworkers, "node", srv.owner);
+
+	(void)event_base_dispatch(srv.main_base);
+	status = 0;
+
+out:
+	/* Threads still running (a failed start) are told to stop too. */
+	for (i = 0; i < started; i++) {
+		if (status != 0)
+			event_active(srv.workers[i].shutdown_ev, EV_READ, 0);
+		(void)pthread_join(srv.threads[i], NULL);
+	}
+	if (sigint != NULL)
+		event_free(sigint);
+	if (sigterm != NULL)
+		event_free(sigterm);
+	server_cleanup(&srv);
+	log_pack(LOG_INFO, "server", "stopped", "{s:i}", "status", status);
+	return status;
+}
