@@ -55,7 +55,6 @@ struct config {
 	size_t			 body_max_bytes;
 	size_t			 header_max_bytes;
 	int			 read_timeout_ms;
-	int			 write_timeout_ms;
 
 	/* redis */
 	char			*redis_host;
@@ -77,7 +76,6 @@ struct config {
 	bool			 upstream_is_https;
 	bool			 upstream_allow_plain_http;
 	char			*upstream_ca_file;	/* NULL: system store */
-	int			 upstream_connect_timeout_ms;
 	int			 upstream_timeout_ms;
 	int			 upstream_max_connections;	/* per worker */
 	int			 upstream_max_attempts;	/* IdempotentProcessing */

@@ -52,6 +52,7 @@ struct request {
 	char			 upstream_token[VENDOR_TOKEN_MAX + 1];
 	struct idem_key		 key;
 	int64_t			 epoch;
+	int64_t			 lease_end_ms;	/* monotonic, local estimate */
 	int64_t			 wait_deadline_ms;	/* 0: no Prefer: wait */
 	bool			 has_waited;
 	struct idem_wait	*wait;

@@ -364,7 +364,8 @@ json_time(const char *ms_text)
 
 	gmtime_r(&secs, &tm);
 	strftime(date, sizeof(date), "%Y-%m-%dT%H:%M:%S", &tm);
-	(void)snprintf(text, sizeof(text), "%s.%03lldZ", date, ms % 1000);
+	(void)snprintf(text, sizeof(text), "%.20s.%03dZ", date,
+	    (int)(ms % 1000));
 	return json_string(text);
 }
 

@@ -59,7 +59,8 @@ format_ts(char *out, size_t size)
 	clock_gettime(CLOCK_REALTIME, &ts);
 	gmtime_r(&ts.tv_sec, &tm);
 	strftime(date, sizeof(date), "%Y-%m-%dT%H:%M:%S", &tm);
-	(void)snprintf(out, size, "%s.%03ldZ", date, ts.tv_nsec / 1000000);
+	(void)snprintf(out, size, "%.20s.%03dZ", date,
+	    (int)(ts.tv_nsec / 1000000));
 }
 
 /* One writev per line keeps lines from different threads whole. */

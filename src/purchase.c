@@ -256,6 +256,7 @@ on_claim(const struct idem_claim *c, void *arg)
 		r->idem_outcome = c->outcome == IDEM_FRESH ? "fresh" :
 		    "takeover";
 		r->epoch = c->epoch;
+		r->lease_end_ms = util_mono_ms() + r->w->cfg->idem_lease_ms;
 		send_upstream(r);
 		break;
 	case IDEM_REPLAYED:
@@ -329,6 +330,27 @@ on_resend_timer(evutil_socket_t fd, short what, void *arg)
 	request_release(r);
 }
 
+static int64_t
+resend_delay_ms(const struct request *r)
+{
+	return (int64_t)RESEND_BASE_MS << (r->attempts - 1);
+}
+
+/*
+ * The vendor is still processing this ClientToken: resend, but only while
+ * another whole attempt fits in our lease, so no other node can take the
+ * token over while we are still talking to the vendor about it.
+ */
+static bool
+may_resend(const struct request *r)
+{
+	const struct config	*cfg = r->w->cfg;
+
+	return r->attempts < cfg->upstream_max_attempts &&
+	    util_mono_ms() + resend_delay_ms(r) + cfg->upstream_timeout_ms <
+	    r->lease_end_ms;
+}
+
 /* The 201 body: what the client keeps. */
 static char *
 created_body(const struct request *r, const struct vendor_answer *va)
@@ -379,12 +401,11 @@ on_answered(struct request *r, const struct upstream_result *res)
 		record(r);
 		return;
 	case VENDOR_RETRY:
-		if (r->attempts < cfg->upstream_max_attempts) {
+		if (may_resend(r)) {
 			r->pending++;
 			evtimer_assign(&r->resend_timer, r->w->base,
 			    on_resend_timer, r);
-			set_timer_ms(&r->resend_timer, (int64_t)RESEND_BASE_MS <<
-			    (r->attempts - 1));
+			set_timer_ms(&r->resend_timer, resend_delay_ms(r));
 			return;
 		}
 		break;

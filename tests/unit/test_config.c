@@ -56,7 +56,6 @@ static const struct bound int_bounds[] = {
 	{ "server", "body_max_bytes", 1024, 1048576 },
 	{ "server", "header_max_bytes", 1024, 65536 },
 	{ "server", "read_timeout_ms", 1, 600000 },
-	{ "server", "write_timeout_ms", 1, 600000 },
 	{ "redis", "port", 1, 65535 },
 	{ "redis", "connect_timeout_ms", 1, 600000 },
 	{ "redis", "command_timeout_ms", 1, 10000 },
@@ -64,7 +63,6 @@ static const struct bound int_bounds[] = {
 	{ "idempotency", "lease_ms", 1000, 3600000 },
 	{ "idempotency", "wait_max_s", 0, 300 },
 	{ "idempotency", "retry_after_s", 1, 3600 },
-	{ "upstream", "connect_timeout_ms", 1, 600000 },
 	{ "upstream", "timeout_ms", 1, 600000 },
 	{ "upstream", "max_connections", 1, 1024 },
 	{ "upstream", "max_attempts", 1, 10 },
@@ -313,7 +311,6 @@ minimal_file_takes_the_documented_defaults(void **state)
 	assert_int_equal(cfg->body_max_bytes, 16384);
 	assert_int_equal(cfg->header_max_bytes, 8192);
 	assert_int_equal(cfg->read_timeout_ms, 10000);
-	assert_int_equal(cfg->write_timeout_ms, 10000);
 	assert_string_equal(cfg->redis_host, "127.0.0.1");
 	assert_int_equal(cfg->redis_port, 6379);
 	assert_int_equal(cfg->redis_connect_timeout_ms, 1000);
@@ -325,7 +322,6 @@ minimal_file_takes_the_documented_defaults(void **state)
 	assert_int_equal(cfg->idem_retry_after_s, 2);
 	assert_null(cfg->upstream_ca_file);
 	assert_false(cfg->upstream_allow_plain_http);
-	assert_int_equal(cfg->upstream_connect_timeout_ms, 3000);
 	assert_int_equal(cfg->upstream_timeout_ms, 30000);
 	assert_int_equal(cfg->upstream_max_connections, 16);
 	assert_int_equal(cfg->upstream_max_attempts, 3);
@@ -350,7 +346,6 @@ values_given_reach_their_fields(void **state)
 	set(root, "server", "body_max_bytes", json_integer(2048));
 	set(root, "server", "header_max_bytes", json_integer(4096));
 	set(root, "server", "read_timeout_ms", json_integer(11));
-	set(root, "server", "write_timeout_ms", json_integer(12));
 	set(root, "redis", "host", json_string("redis.internal"));
 	set(root, "redis", "port", json_integer(6380));
 	set(root, "redis", "connect_timeout_ms", json_integer(13));
@@ -361,7 +356,6 @@ values_given_reach_their_fields(void **state)
 	set(root, "idempotency", "wait_max_s", json_integer(5));
 	set(root, "idempotency", "retry_after_s", json_integer(6));
 	set(root, "upstream", "ca_file", json_string("/etc/ca.pem"));
-	set(root, "upstream", "connect_timeout_ms", json_integer(15));
 	set(root, "upstream", "timeout_ms", json_integer(16));
 	set(root, "upstream", "max_connections", json_integer(17));
 	set(root, "upstream", "max_attempts", json_integer(4));
@@ -374,7 +368,6 @@ values_given_reach_their_fields(void **state)
 	assert_int_equal(cfg->body_max_bytes, 2048);
 	assert_int_equal(cfg->header_max_bytes, 4096);
 	assert_int_equal(cfg->read_timeout_ms, 11);
-	assert_int_equal(cfg->write_timeout_ms, 12);
 	assert_string_equal(cfg->redis_host, "redis.internal");
 	assert_int_equal(cfg->redis_port, 6380);
 	assert_int_equal(cfg->redis_connect_timeout_ms, 13);
@@ -385,7 +378,6 @@ values_given_reach_their_fields(void **state)
 	assert_int_equal(cfg->idem_wait_max_s, 5);
 	assert_int_equal(cfg->idem_retry_after_s, 6);
 	assert_string_equal(cfg->upstream_ca_file, "/etc/ca.pem");
-	assert_int_equal(cfg->upstream_connect_timeout_ms, 15);
 	assert_int_equal(cfg->upstream_timeout_ms, 16);
 	assert_int_equal(cfg->upstream_max_connections, 17);
 	assert_int_equal(cfg->upstream_max_attempts, 4);
