@@ -38,10 +38,11 @@
 /* First pause before resending after IdempotentProcessing; doubles. */
 #define RESEND_BASE_MS		250
 /*
- * A waiter re-checks the record at least this often, in case it missed
- * the announcement (published before it subscribed, or during a Redis
- * reconnect).
+ * A waiter re-checks the record on a short, growing interval in case it
+ * missed the announcement: it may arrive on the subscriber connection
+ * before the claim's reply that made us wait, or during a reconnect.
  */
+#define WAIT_RECHECK_MIN_MS	25
 #define WAIT_RECHECK_MAX_MS	1000
 
 static void	claim(struct request *r);
@@ -234,10 +235,15 @@ in_flight(struct request *r, int64_t lease_left_ms)
 		return;
 	}
 
-	/* Wake at the announcement, the lease's end or the deadline. */
+	/* Wake at the announcement, the lease's end, a recheck or the
+	 * deadline, whichever comes first. */
+	r->recheck_ms = r->recheck_ms == 0 ? WAIT_RECHECK_MIN_MS :
+	    r->recheck_ms * 2;
+	if (r->recheck_ms > WAIT_RECHECK_MAX_MS)
+		r->recheck_ms = WAIT_RECHECK_MAX_MS;
 	timeout_ms = lease_left_ms + 10;
-	if (timeout_ms > WAIT_RECHECK_MAX_MS)
-		timeout_ms = WAIT_RECHECK_MAX_MS;
+	if (timeout_ms > r->recheck_ms)
+		timeout_ms = r->recheck_ms;
 	if (timeout_ms > left_ms)
 		timeout_ms = left_ms;
 	r->has_waited = true;
