@@ -85,6 +85,9 @@ struct validation {
 int	 vendor_parse_order(const char *body, size_t len,
 	    const char *header_token, struct order *out, struct validation *v);
 
+/* A client token: 1-64 printable ASCII characters, no spaces. */
+bool	 vendor_is_token(const char *s, size_t len);
+
 /*
  * SHA-256 of the normalized order (every field after defaults, in a fixed
  * order and encoding), as 64 lowercase hex digits plus NUL. Key order,

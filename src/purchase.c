@@ -551,20 +551,6 @@ purchase_cleanup(struct request *r)
 	r->params = NULL;
 }
 
-static bool
-is_token(const char *s, size_t len)
-{
-	size_t	i;
-
-	if (len == 0 || len > VENDOR_TOKEN_MAX || strlen(s) != len)
-		return false;
-	for (i = 0; i < len; i++) {
-		if (s[i] < 0x21 || s[i] > 0x7e)
-			return false;
-	}
-	return true;
-}
-
 static void
 on_record(json_t *record_json, bool is_available, void *arg)
 {
@@ -593,7 +579,8 @@ purchase_lookup(struct request *r, const char *encoded_token)
 	size_t	 len = 0;
 
 	token = evhttp_uridecode(encoded_token, 0, &len);
-	if (token == NULL || !is_token(token, len)) {
+	if (token == NULL || strlen(token) != len ||
+	    !vendor_is_token(token, len)) {
 		free(token);
 		request_fail(r, &ERR_NOT_FOUND, NULL);
 		return;

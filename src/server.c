@@ -367,13 +367,17 @@ worker_init(struct worker *w, struct server *srv, int index)
 	return 0;
 }
 
+/*
+ * Upstream and Redis go first: their last callbacks may still answer a
+ * request that outlived the drain, and that answer needs evhttp alive.
+ */
 static void
 worker_cleanup(struct worker *w)
 {
-	if (w->http != NULL)
-		evhttp_free(w->http);
 	upstream_free(w->upstream);
 	idem_free(w->idem);
+	if (w->http != NULL)
+		evhttp_free(w->http);
 	if (w->shutdown_ev != NULL)
 		event_free(w->shutdown_ev);
 	if (w->grace_timer != NULL)

@@ -153,8 +153,8 @@ is_lower_digit(char c)
 	return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
 }
 
-static bool
-is_token(const char *s, size_t len)
+bool
+vendor_is_token(const char *s, size_t len)
 {
 	size_t	 i;
 
@@ -214,7 +214,7 @@ apply_client_token(const json_t *value, struct order *o)
 	const char	*s = json_string_value(value);
 	size_t		 len = json_string_length(value);
 
-	if (!is_token(s, len))
+	if (!vendor_is_token(s, len))
 		return MSG_TOKEN;
 	memcpy(o->client_token, s, len + 1);
 	return NULL;
@@ -531,7 +531,7 @@ check_token(const enum field_state state[F_COUNT], const char *header_token,
 	if (state[F_CLIENT_TOKEN] == FIELD_INVALID)
 		return;
 	if (header_token != NULL &&
-	    !is_token(header_token, strlen(header_token))) {
+	    !vendor_is_token(header_token, strlen(header_token))) {
 		add_error(v, name, MSG_HEADER_TOKEN);
 		return;
 	}
