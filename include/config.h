@@ -51,7 +51,7 @@ struct config {
 	int			 listen_port;	/* 0: any free port */
 
 	/* server */
-	int			 workers;	/* 0 in the file: one per core */
+	int			 workers;	/* 0: one per core */
 	size_t			 body_max_bytes;
 	size_t			 header_max_bytes;
 	int			 read_timeout_ms;
@@ -64,21 +64,22 @@ struct config {
 	char			*redis_key_prefix;
 
 	/* idempotency */
-	int64_t			 idem_ttl_s;		/* >= 3600 */
-	int			 idem_lease_ms;		/* > upstream_timeout_ms */
-	int			 idem_wait_max_s;	/* cap on Prefer: wait */
+	int64_t			 idem_ttl_s;	/* >= 3600 */
+	int			 idem_lease_ms;	/* > upstream_timeout_ms */
+	int			 idem_wait_max_s; /* cap on Prefer: wait */
 	int			 idem_retry_after_s;
 
 	/* upstream */
-	char			*upstream_url;		/* https://host[:port] */
-	char			*upstream_host;		/* parsed from the url */
+	char			*upstream_url;	/* https://host[:port] */
+	char			*upstream_host;	/* parsed from the url */
 	int			 upstream_port;
 	bool			 upstream_is_https;
 	bool			 upstream_allow_plain_http;
-	char			*upstream_ca_file;	/* NULL: system store */
+	char			*upstream_ca_file; /* NULL: system store */
 	int			 upstream_timeout_ms;
-	int			 upstream_max_connections;	/* per worker */
-	int			 upstream_max_attempts;	/* IdempotentProcessing */
+	/* Open connections per worker; tries per IdempotentProcessing. */
+	int			 upstream_max_connections;
+	int			 upstream_max_attempts;
 
 	/* log */
 	enum log_level		 log_level;

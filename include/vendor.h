@@ -17,7 +17,8 @@
 
 struct rpc_params;
 
-#define VENDOR_TOKEN_MAX	64	/* client_token and upstream ClientToken */
+/* Longest client_token, and the upstream ClientToken's length. */
+#define VENDOR_TOKEN_MAX	64
 
 enum instance_type {
 	INSTANCE_BASIC,

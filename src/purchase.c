@@ -148,13 +148,17 @@ validation_json(const struct validation *v)
 void
 purchase_create(struct request *r)
 {
-	struct evkeyvalq	*headers = evhttp_request_get_input_headers(r->req);
-	struct evbuffer		*in = evhttp_request_get_input_buffer(r->req);
+	struct evkeyvalq	*headers;
+	struct evbuffer		*in;
 	const struct config	*cfg = r->w->cfg;
 	struct validation	 v = { 0 };
-	size_t			 len = evbuffer_get_length(in);
+	size_t			 len;
 	char			*token;
 	int			 rc, wait_s;
+
+	headers = evhttp_request_get_input_headers(r->req);
+	in = evhttp_request_get_input_buffer(r->req);
+	len = evbuffer_get_length(in);
 
 	if (!is_json_media_type(evhttp_find_header(headers,
 	    "Content-Type"))) {
