@@ -8,7 +8,10 @@
  * inside its own callback is not safe.
  */
 #include <sys/queue.h>
+#include <sys/socket.h>
 #include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -35,6 +38,7 @@ struct upstream_conn {
 	struct upstream			*up;
 	struct evhttp_connection	*evcon;
 	struct bufferevent		*bev;	/* owned by evcon */
+	evutil_socket_t			 nodelay_fd;	/* -1: not yet set */
 	bool				 is_busy;
 	bool				 is_broken;
 	TAILQ_ENTRY(upstream_conn)	 link;
@@ -182,6 +186,7 @@ conn_new(struct upstream *up)
 
 	conn = xcalloc(1, sizeof(*conn));
 	conn->up = up;
+	conn->nodelay_fd = -1;
 	if (up->cfg->upstream_is_https) {
 		ssl = tls_session(up);
 		if (ssl == NULL) {
@@ -349,6 +354,28 @@ on_deadline(evutil_socket_t fd, short what, void *arg)
 	call_fail(call, UPSTREAM_TIMEOUT);
 }
 
+/*
+ * A request leaves as several TLS records. With Nagle's algorithm on, the
+ * later ones wait for the vendor's delayed ACK, adding 40 ms or more to
+ * every call on a reused connection. libevent creates the socket inside
+ * evhttp_make_request (or after a DNS lookup), so this runs after it and
+ * again on the next call for a socket that was not there yet.
+ */
+static void
+set_nodelay(struct upstream_conn *conn)
+{
+	struct bufferevent	*bev;
+	evutil_socket_t		 fd;
+	int			 on = 1;
+
+	bev = evhttp_connection_get_bufferevent(conn->evcon);
+	fd = bev != NULL ? bufferevent_getfd(bev) : -1;
+	if (fd < 0 || fd == conn->nodelay_fd)
+		return;
+	if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on)) == 0)
+		conn->nodelay_fd = fd;
+}
+
 static int
 call_start(struct upstream_call *call, struct upstream_conn *conn)
 {
@@ -373,12 +400,14 @@ call_start(struct upstream_call *call, struct upstream_conn *conn)
 	call->conn = conn;
 	call->req = req;
 	conn->is_busy = true;
+	set_nodelay(conn);
 	if (evhttp_make_request(conn->evcon, req, EVHTTP_REQ_POST, "/") != 0) {
 		/* libevent has dropped the request on this path. */
 		call->req = NULL;
 		conn->is_broken = true;
 		return -1;
 	}
+	set_nodelay(conn);
 	return 0;
 }
 
