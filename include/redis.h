@@ -54,7 +54,8 @@ struct redis	*redis_new_subscriber(struct event_base *base,
 
 /*
  * Closes the connection; pending commands get their NULL-reply callback
- * first. NULL is a no-op.
+ * first. NULL is a no-op. Not from inside one of r's own callbacks:
+ * hiredis is still using the connection there.
  */
 void		 redis_free(struct redis *r);
 

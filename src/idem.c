@@ -81,8 +81,12 @@ static const char release_script[] =
     "redis.call('PUBLISH', ARGV[2], KEYS[1])\n"
     "return 1\n";
 
+TAILQ_HEAD(idem_waitq, idem_wait);
+
 struct idem_wait {
 	struct idem		*idem;
+	/* The queue holding this wait: idem->waits, or a batch being woken. */
+	struct idem_waitq	*queue;
 	char			*record_key;
 	struct event		 timer;
 	idem_wake_cb		*cb;
@@ -97,7 +101,7 @@ struct idem {
 	char			*channel;
 	struct redis		*redis;
 	struct redis		*subscriber;
-	TAILQ_HEAD(, idem_wait)	 waits;
+	struct idem_waitq	 waits;
 };
 
 /* One pending Redis call: the caller's callback and what it needs. */
@@ -462,26 +466,31 @@ on_wait_timer(evutil_socket_t fd, short what, void *arg)
 }
 
 /*
- * A completion or release was published. Wake every waiter on that key;
- * each callback may add or cancel waits, so rescan from the head after
- * each one.
+ * A completion or release was published. Wake every waiter on that key
+ * that was waiting when it arrived. They are moved to a batch first: a
+ * callback may wait again on the same key, and that new wait is for the
+ * next announcement, not this one; a callback may also cancel another
+ * wait in the batch, which idem_wait_cancel handles through wait->queue.
  */
 static void
 on_announcement(const char *payload, size_t len, void *arg)
 {
 	struct idem		*idem = arg;
-	struct idem_wait	*wait;
+	struct idem_waitq	 woken;
+	struct idem_wait	*wait, *next;
 
-	for (;;) {
-		TAILQ_FOREACH(wait, &idem->waits, link) {
-			if (strlen(wait->record_key) == len &&
-			    memcmp(wait->record_key, payload, len) == 0)
-				break;
-		}
-		if (wait == NULL)
-			return;
-		wait_fire(wait);
+	TAILQ_INIT(&woken);
+	for (wait = TAILQ_FIRST(&idem->waits); wait != NULL; wait = next) {
+		next = TAILQ_NEXT(wait, link);
+		if (strlen(wait->record_key) != len ||
+		    memcmp(wait->record_key, payload, len) != 0)
+			continue;
+		TAILQ_REMOVE(&idem->waits, wait, link);
+		TAILQ_INSERT_TAIL(&woken, wait, link);
+		wait->queue = &woken;
 	}
+	while ((wait = TAILQ_FIRST(&woken)) != NULL)
+		wait_fire(wait);
 }
 
 struct idem_wait *
@@ -503,6 +512,7 @@ idem_wait(struct idem *idem, const struct idem_key *key, int64_t timeout_ms,
 	tv.tv_usec = (timeout_ms % 1000) * 1000;
 	evtimer_add(&wait->timer, &tv);
 	TAILQ_INSERT_TAIL(&idem->waits, wait, link);
+	wait->queue = &idem->waits;
 	return wait;
 }
 
@@ -512,7 +522,7 @@ idem_wait_cancel(struct idem_wait *wait)
 	if (wait == NULL)
 		return;
 	evtimer_del(&wait->timer);
-	TAILQ_REMOVE(&wait->idem->waits, wait, link);
+	TAILQ_REMOVE(wait->queue, wait, link);
 	free(wait->record_key);
 	free(wait);
 }
