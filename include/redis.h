@@ -5,7 +5,8 @@
  * backoff.
  *
  * Every command gets exactly one callback, always from the event loop and
- * never from inside redis_command. The reply is NULL when the connection is
+ * never from inside redis_command. A command sent while the connection is
+ * down starts a reconnect at once and waits for it within its budget. The reply is NULL when the connection is
  * down, the command failed to send, or the budget ran out; a NULL reply
  * means "Redis did not answer", so callers fail closed.
  */

@@ -319,6 +319,16 @@ redis_command(struct redis *r, redis_reply_cb *cb, void *arg, int argc,
 	evtimer_assign(&cmd->timer, r->base, on_cmd_timer, cmd);
 	TAILQ_INSERT_TAIL(&r->cmds, cmd, link);
 
+	/*
+	 * Down and waiting out the backoff: a request is here, so try now
+	 * rather than fail it because of a timer. A refused connect answers
+	 * at once, so a Redis that is really gone still fails fast.
+	 */
+	if (r->ac == NULL && !r->is_freeing) {
+		evtimer_del(&r->reconnect_timer);
+		connect_start(r);
+	}
+
 	if (r->ac != NULL && redisAsyncCommandArgv(r->ac, on_reply, cmd, argc,
 	    argv, argvlen) == REDIS_OK) {
 		cmd->is_in_hiredis = true;

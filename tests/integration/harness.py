@@ -14,6 +14,7 @@ Only the Python standard library is used.
 
 import atexit
 import collections
+import concurrent.futures
 import copy
 import ctypes
 import hashlib
@@ -54,6 +55,8 @@ REDIS_PORT_TRIES = 20
 START_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 15.0
 POLL_INTERVAL_S = 0.02
+# Bursts of /readyz that must all be 200 before a gateway counts as ready.
+READY_BURSTS = 3
 # How long a retry loop may wait out a held lease (lease_ms is 3000).
 SETTLE_TIMEOUT_S = 15.0
 
@@ -780,12 +783,29 @@ class GatewayCase(unittest.TestCase):
             time.sleep(max(0.05, min(wait_s, deadline - time.monotonic())))
 
     def wait_ready(self, gw, timeout=10.0):
-        def ready():
+        """
+        Waits until gw answers /readyz 200 on every worker. The workers
+        share one listening socket and each has its own Redis connection,
+        so one 200 speaks for one worker only: ask in bursts of parallel
+        requests, which the workers share between them, until a few
+        bursts in a row are all 200.
+        """
+        burst = 2 * max(1, int(gw.config["server"].get("workers", 1)))
+        streak = [0]
+
+        def one(_):
             try:
                 return request("GET", "/readyz", port=gw.port,
-                               timeout=2.0).status == 200
+                               timeout=2.0).status
             except OSError:
-                return False
+                return None
+
+        def ready():
+            with concurrent.futures.ThreadPoolExecutor(burst) as pool:
+                statuses = list(pool.map(one, range(burst)))
+            streak[0] = streak[0] + 1 if statuses == [200] * burst else 0
+            return streak[0] >= READY_BURSTS
+
         wait_until(ready, timeout, "gateway %d /readyz 200" % gw.index)
 
     # Assertions shared by the suites
