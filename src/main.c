@@ -1,6 +1,8 @@
 /*
  * acr-gateway: flags, configuration, logging, then the server.
  */
+#include <sys/prctl.h>
+#include <sys/resource.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -52,6 +54,20 @@ on_libevent_log(int severity, const char *msg)
 	    msg);
 }
 
+/*
+ * The process holds access key secrets in memory: no core dump may carry
+ * them away, and no other process of the same user may read them through
+ * ptrace or /proc/PID/mem.
+ */
+static void
+protect_memory(void)
+{
+	struct rlimit	none = { 0, 0 };
+
+	(void)setrlimit(RLIMIT_CORE, &none);
+	(void)prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -91,6 +107,7 @@ main(int argc, char **argv)
 		return 2;
 	}
 
+	protect_memory();
 	cfg = config_load(path, &errs);
 	if (cfg == NULL) {
 		fprintf(stderr, "%s: invalid configuration:\n%s", path,
