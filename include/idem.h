@@ -35,7 +35,13 @@ enum idem_outcome {
 	IDEM_REPLAYED,		/* final result stored: replay it */
 	IDEM_MISMATCH,		/* the token was used for another request */
 	IDEM_IN_FLIGHT,		/* another attempt holds a live lease */
-	IDEM_UNAVAILABLE,	/* Redis down or over budget: fail closed */
+	/*
+	 * Redis down or over budget: fail closed. The claim may still run
+	 * once a stalled Redis wakes; idem undoes it a second later if it
+	 * is still this attempt's, so a retry is not held up by a lease
+	 * nobody is using.
+	 */
+	IDEM_UNAVAILABLE,
 };
 
 struct idem_claim {
@@ -53,6 +59,9 @@ struct idem_key {
 	const char	*client_token;
 	const char	*fingerprint;		/* 64 hex */
 	const char	*upstream_token;
+	/* Names this attempt (the request id), to undo a claim that timed
+	 * out; unique per request. */
+	const char	*attempt;
 };
 
 /* claim is borrowed: valid only during the callback. */

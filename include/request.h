@@ -9,6 +9,9 @@
 #ifndef ACRGW_REQUEST_H
 #define ACRGW_REQUEST_H
 
+/* Include <sys/queue.h> before any libevent header: libevent undefines
+ * the TAILQ macros it defines for itself. */
+#include <sys/queue.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -24,6 +27,8 @@ struct config_tenant;
 struct evhttp_request;
 struct rpc_params;
 
+TAILQ_HEAD(request_list, request);
+
 struct worker {
 	int			 index;
 	const struct config	*cfg;
@@ -34,12 +39,17 @@ struct worker {
 	struct upstream		*upstream;
 	struct event		*shutdown_ev;
 	struct event		*grace_timer;
-	int			 active;	/* requests alive */
-	bool			 is_draining;
+	struct event		*accept_timer;	/* resumes accepting */
+	struct request_list	 requests;	/* alive on this worker */
+	int			 active;	/* length of requests */
+	int			 unflushed;	/* answers not yet written */
+	bool			 is_draining;	/* SIGTERM: finish, accept none */
+	bool			 is_stopped;	/* drain time is up */
 };
 
 struct request {
 	struct worker		*w;
+	TAILQ_ENTRY(request)	 link;
 	/* The client's request; NULL once the answer is sent. */
 	struct evhttp_request	*req;
 	char			 id[33];
@@ -70,6 +80,7 @@ struct request {
 	bool			 is_final_failure;
 	bool			 is_replay;
 	int			 retry_after_s;	/* 0: no Retry-After */
+	const char		*allow;		/* Allow, with a 405 */
 
 	/* For the access line. */
 	const char		*idem_outcome;
@@ -100,5 +111,7 @@ void	 purchase_create(struct request *r);
 void	 purchase_lookup(struct request *r, const char *encoded_token);
 /* Frees what the purchase steps hold; called by request_release. */
 void	 purchase_cleanup(struct request *r);
+/* Shutdown: a request waiting on another attempt is answered 409 now. */
+void	 purchase_stop_waiting(struct request *r);
 
 #endif

@@ -14,6 +14,11 @@ const struct api_error ERR_INVALID_REQUEST = {
 	400, "invalid_request", "Invalid request",
 	"The request body does not follow the API's rules; see errors."
 };
+const struct api_error ERR_DUPLICATE_HEADER = {
+	400, "duplicate_header", "Duplicate header",
+	"A header that may appear only once (Content-Length, Content-Type, "
+	"Idempotency-Key) appears more than once."
+};
 const struct api_error ERR_UNAUTHENTICATED = {
 	401, "unauthenticated", "Unauthenticated",
 	"A valid API key is required: Authorization: Bearer <key>."
@@ -62,8 +67,9 @@ const struct api_error ERR_UPSTREAM_UNAVAILABLE = {
 };
 const struct api_error ERR_UNAVAILABLE = {
 	503, "unavailable", "Service unavailable",
-	"The gateway cannot record this request right now; nothing was "
-	"purchased. Retry with the same client token."
+	"The gateway cannot reach its Redis store right now, so it did "
+	"nothing: no purchase was made. Retry later with the same client "
+	"token."
 };
 const struct api_error ERR_UPSTREAM_TIMEOUT = {
 	504, "upstream_timeout", "Upstream timeout",

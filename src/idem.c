@@ -20,7 +20,7 @@
 
 /*
  * KEYS[1] record. ARGV: fingerprint, upstream token, owner, lease_ms,
- * ttl_ms. Returns {kind, ...}: fresh/takeover with the new epoch,
+ * ttl_ms, attempt. Returns {kind, ...}: fresh/takeover with the new epoch,
  * mismatch, replay with status and body, in_flight with ms left.
  */
 static const char claim_script[] =
@@ -30,7 +30,7 @@ static const char claim_script[] =
     " 'epoch', 'status', 'body')\n"
     "if not r[1] then\n"
     "  redis.call('HSET', KEYS[1], 'state', 'in_flight', 'fp', ARGV[1],"
-    " 'utoken', ARGV[2], 'owner', ARGV[3], 'epoch', 1,"
+    " 'utoken', ARGV[2], 'owner', ARGV[3], 'attempt', ARGV[6], 'epoch', 1,"
     " 'lease_until', now + ARGV[4], 'created_at', now, 'updated_at', now)\n"
     "  redis.call('PEXPIRE', KEYS[1], ARGV[5])\n"
     "  return {'fresh', 1}\n"
@@ -40,7 +40,8 @@ static const char claim_script[] =
     "local left = tonumber(r[3]) - now\n"
     "if left > 0 then return {'in_flight', left} end\n"
     "local epoch = tonumber(r[4]) + 1\n"
-    "redis.call('HSET', KEYS[1], 'owner', ARGV[3], 'epoch', epoch,"
+    "redis.call('HSET', KEYS[1], 'owner', ARGV[3], 'attempt', ARGV[6],"
+    " 'epoch', epoch,"
     " 'lease_until', now + ARGV[4], 'updated_at', now)\n"
     "return {'takeover', epoch}\n";
 
@@ -69,6 +70,23 @@ static const char complete_script[] =
     "redis.call('PUBLISH', ARGV[8], KEYS[1])\n"
     "return 1\n";
 
+/*
+ * KEYS[1] record. ARGV: attempt, channel. Undoes a claim whose reply never
+ * reached us, if no one has moved the record since: nothing was sent
+ * upstream under it. A fresh record goes; a taken-over one just frees its
+ * lease, since an earlier attempt may have reached the vendor.
+ */
+static const char abandon_script[] =
+    "local r = redis.call('HMGET', KEYS[1], 'state', 'attempt', 'epoch')\n"
+    "if r[1] ~= 'in_flight' or r[2] ~= ARGV[1] then return 0 end\n"
+    "if tonumber(r[3]) == 1 then\n"
+    "  redis.call('DEL', KEYS[1])\n"
+    "else\n"
+    "  redis.call('HSET', KEYS[1], 'lease_until', 0)\n"
+    "end\n"
+    "redis.call('PUBLISH', ARGV[2], KEYS[1])\n"
+    "return 1\n";
+
 /* KEYS[1] record. ARGV: epoch, channel. Only the lease holder releases. */
 static const char release_script[] =
     "local t = redis.call('TIME')\n"
@@ -94,6 +112,15 @@ struct idem_wait {
 	TAILQ_ENTRY(idem_wait)	 link;
 };
 
+/* A claim to undo once a stalled Redis has had time to run it. */
+struct idem_abandon {
+	struct idem		*idem;
+	char			*record_key;
+	char			*attempt;
+	struct event		 timer;
+	TAILQ_ENTRY(idem_abandon) link;
+};
+
 struct idem {
 	struct event_base	*base;
 	const struct config	*cfg;
@@ -102,7 +129,11 @@ struct idem {
 	struct redis		*redis;
 	struct redis		*subscriber;
 	struct idem_waitq	 waits;
+	TAILQ_HEAD(, idem_abandon) abandons;
 };
+
+/* How long after a claim's lost reply the claim is undone. */
+#define ABANDON_DELAY_MS	1000
 
 /* One pending Redis call: the caller's callback and what it needs. */
 struct idem_call {
@@ -114,6 +145,8 @@ struct idem_call {
 	} cb;
 	void			*arg;
 	char			*client_token;	/* lookup only */
+	char			*record_key;	/* claim only */
+	char			*attempt;	/* claim only */
 };
 
 static char *
@@ -147,21 +180,35 @@ idem_new(struct event_base *base, const struct config *cfg,
 	idem->owner = xstrdup(owner);
 	idem->channel = xasprintf("%sidem:done", cfg->redis_key_prefix);
 	TAILQ_INIT(&idem->waits);
+	TAILQ_INIT(&idem->abandons);
 	idem->redis = redis_new(base, &opts);
 	idem->subscriber = redis_new_subscriber(base, &opts, idem->channel,
 	    on_announcement, idem);
 	return idem;
 }
 
+static void
+abandon_free(struct idem_abandon *abandon)
+{
+	evtimer_del(&abandon->timer);
+	TAILQ_REMOVE(&abandon->idem->abandons, abandon, link);
+	free(abandon->record_key);
+	free(abandon->attempt);
+	free(abandon);
+}
+
 void
 idem_free(struct idem *idem)
 {
 	struct idem_wait	*wait;
+	struct idem_abandon	*abandon;
 
 	if (idem == NULL)
 		return;
 	while ((wait = TAILQ_FIRST(&idem->waits)) != NULL)
 		idem_wait_cancel(wait);
+	while ((abandon = TAILQ_FIRST(&idem->abandons)) != NULL)
+		abandon_free(abandon);
 	redis_free(idem->subscriber);
 	redis_free(idem->redis);
 	free(idem->channel);
@@ -189,6 +236,8 @@ static void
 call_free(struct idem_call *call)
 {
 	free(call->client_token);
+	free(call->record_key);
+	free(call->attempt);
 	free(call);
 }
 
@@ -262,6 +311,54 @@ parse_claim(const redisReply *reply, struct idem_claim *claim)
 }
 
 static void
+on_abandon_reply(redisReply *reply, void *arg)
+{
+	(void)arg;
+	if (reply != NULL && reply->type == REDIS_REPLY_INTEGER &&
+	    reply->integer == 1)
+		log_pack(LOG_INFO, "idem", "claim_undone", "{}");
+}
+
+static void
+on_abandon_timer(evutil_socket_t fd, short what, void *arg)
+{
+	struct idem_abandon	*abandon = arg;
+	struct idem		*idem = abandon->idem;
+	const char		*argv[2] = { abandon->attempt, idem->channel };
+
+	(void)fd;
+	(void)what;
+	eval(idem, abandon_script, abandon->record_key, 2, argv,
+	    on_abandon_reply, NULL);
+	abandon_free(abandon);
+}
+
+/*
+ * The claim's reply never came: Redis may still run it when it wakes, and
+ * then hold a lease for an attempt that has already answered 503. Undo it
+ * a little later; takes ownership of the call's key and attempt.
+ */
+static void
+schedule_abandon(struct idem_call *call)
+{
+	struct idem		*idem = call->idem;
+	struct idem_abandon	*abandon;
+	struct timeval		 tv = { ABANDON_DELAY_MS / 1000,
+				    (ABANDON_DELAY_MS % 1000) * 1000 };
+
+	abandon = xcalloc(1, sizeof(*abandon));
+	abandon->idem = idem;
+	abandon->record_key = call->record_key;
+	abandon->attempt = call->attempt;
+	call->record_key = NULL;
+	call->attempt = NULL;
+	evtimer_assign(&abandon->timer, idem->base, on_abandon_timer,
+	    abandon);
+	evtimer_add(&abandon->timer, &tv);
+	TAILQ_INSERT_TAIL(&idem->abandons, abandon, link);
+}
+
+static void
 on_claim_reply(redisReply *reply, void *arg)
 {
 	struct idem_call	*call = arg;
@@ -270,6 +367,8 @@ on_claim_reply(redisReply *reply, void *arg)
 	if (reply != NULL && reply->type == REDIS_REPLY_ERROR)
 		log_pack(LOG_ERROR, "idem", "redis_script_error", "{s:s}",
 		    "error", reply->str);
+	if (reply == NULL)
+		schedule_abandon(call);
 	parse_claim(reply, &claim);
 	call->cb.claim(&claim, call->arg);
 	call_free(call);
@@ -283,7 +382,7 @@ idem_claim(struct idem *idem, const struct idem_key *key, idem_claim_cb *cb,
 	char			*rkey = record_key(idem, key->tenant,
 				    key->client_token);
 	char			 lease[24], ttl[24];
-	const char		*argv[5];
+	const char		*argv[6];
 
 	(void)snprintf(lease, sizeof(lease), "%d", idem->cfg->idem_lease_ms);
 	(void)snprintf(ttl, sizeof(ttl), "%" PRId64,
@@ -293,9 +392,11 @@ idem_claim(struct idem *idem, const struct idem_key *key, idem_claim_cb *cb,
 	argv[2] = idem->owner;
 	argv[3] = lease;
 	argv[4] = ttl;
+	argv[5] = key->attempt != NULL ? key->attempt : "";
 	call->cb.claim = cb;
-	eval(idem, claim_script, rkey, 5, argv, on_claim_reply, call);
-	free(rkey);
+	call->record_key = rkey;
+	call->attempt = xstrdup(argv[5]);
+	eval(idem, claim_script, rkey, 6, argv, on_claim_reply, call);
 }
 
 static void

@@ -68,6 +68,18 @@ protect_memory(void)
 	(void)prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
 }
 
+/* Each client and vendor connection is a descriptor: take all we may. */
+static void
+raise_fd_limit(void)
+{
+	struct rlimit	lim;
+
+	if (getrlimit(RLIMIT_NOFILE, &lim) != 0 || lim.rlim_cur == lim.rlim_max)
+		return;
+	lim.rlim_cur = lim.rlim_max;
+	(void)setrlimit(RLIMIT_NOFILE, &lim);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -108,6 +120,7 @@ main(int argc, char **argv)
 	}
 
 	protect_memory();
+	raise_fd_limit();
 	cfg = config_load(path, &errs);
 	if (cfg == NULL) {
 		fprintf(stderr, "%s: invalid configuration:\n%s", path,

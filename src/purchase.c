@@ -11,6 +11,7 @@
  * pending (r->pending), even if the client has gone: a purchase that
  * reached the vendor is always recorded.
  */
+#include <sys/queue.h>
 #include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
@@ -91,23 +92,61 @@ is_json_media_type(const char *value)
 }
 
 /*
- * The Idempotency-Key header is a structured-field string, so a client
- * may quote it; a bare token is accepted too. Returns a new string or
- * NULL when the header is absent.
+ * Decodes a structured-field string (RFC 8941): DQUOTE, then printable
+ * ASCII with only \" and \\ escaped, then DQUOTE. Returns a new string or
+ * NULL when malformed.
  */
 static char *
-header_token(struct evkeyvalq *headers)
+sf_string(const char *value)
+{
+	size_t	 len = strlen(value), i, n = 0;
+	char	*out;
+
+	if (len < 2 || value[0] != '"' || value[len - 1] != '"')
+		return NULL;
+	out = xmalloc(len);
+	for (i = 1; i < len - 1; i++) {
+		if (value[i] == '\\') {
+			if (i + 1 >= len - 1 ||
+			    (value[i + 1] != '"' && value[i + 1] != '\\'))
+				goto fail;
+			out[n++] = value[++i];
+		} else if (value[i] == '"' || value[i] < 0x20 ||
+		    value[i] > 0x7e) {
+			goto fail;
+		} else {
+			out[n++] = value[i];
+		}
+	}
+	out[n] = '\0';
+	return out;
+
+fail:
+	free(out);
+	return NULL;
+}
+
+/*
+ * The Idempotency-Key header: the draft makes it a structured-field
+ * string, so a quoted value is decoded as one; a bare token is taken as
+ * it is, since most clients send that. Sets *token to a new string, or
+ * NULL when the header is absent. Returns -1 for a malformed quoted value.
+ */
+static int
+header_token(struct evkeyvalq *headers, char **token)
 {
 	const char	*value;
-	size_t		 len;
 
+	*token = NULL;
 	value = evhttp_find_header(headers, "Idempotency-Key");
 	if (value == NULL)
-		return NULL;
-	len = strlen(value);
-	if (len >= 2 && value[0] == '"' && value[len - 1] == '"')
-		return xstrndup(value + 1, len - 2);
-	return xstrdup(value);
+		return 0;
+	if (value[0] != '"') {
+		*token = xstrdup(value);
+		return 0;
+	}
+	*token = sf_string(value);
+	return *token != NULL ? 0 : -1;
 }
 
 /* Prefer: wait=N in seconds, capped by config; 0 when absent. */
@@ -170,7 +209,14 @@ purchase_create(struct request *r)
 		return;
 	}
 
-	token = header_token(headers);
+	if (header_token(headers, &token) != 0) {
+		v.errors[0].field = "client_token";
+		v.errors[0].message = "Idempotency-Key header must be a token "
+		    "or a quoted structured-field string";
+		v.count = 1;
+		request_fail(r, &ERR_INVALID_REQUEST, validation_json(&v));
+		return;
+	}
 	rc = vendor_parse_order((const char *)evbuffer_pullup(in, -1), len,
 	    token, &r->order, &v);
 	free(token);
@@ -186,6 +232,7 @@ purchase_create(struct request *r)
 	r->key.client_token = r->order.client_token;
 	r->key.fingerprint = r->fingerprint;
 	r->key.upstream_token = r->upstream_token;
+	r->key.attempt = r->id;
 	wait_s = preferred_wait_s(headers, cfg->idem_wait_max_s);
 	if (wait_s > 0)
 		r->wait_deadline_ms = util_mono_ms() + (int64_t)wait_s * 1000;
@@ -493,7 +540,8 @@ on_recorded(bool is_stored, void *arg)
 	struct request	*r = arg;
 
 	r->pending--;
-	if (!is_stored && r->record_tries < RECORD_MAX_TRIES) {
+	if (!is_stored && r->record_tries < RECORD_MAX_TRIES &&
+	    !r->w->is_stopped) {
 		r->pending++;
 		evtimer_assign(&r->record_timer, r->w->base, on_record_timer,
 		    r);
@@ -540,6 +588,18 @@ release(struct request *r)
 {
 	r->pending++;
 	idem_release(r->w->idem, &r->key, r->epoch, on_released, r);
+}
+
+void
+purchase_stop_waiting(struct request *r)
+{
+	if (r->wait == NULL)
+		return;
+	idem_wait_cancel(r->wait);
+	r->wait = NULL;
+	r->retry_after_s = r->w->cfg->idem_retry_after_s;
+	request_fail(r, &ERR_REQUEST_IN_PROGRESS, NULL);
+	request_release(r);
 }
 
 void

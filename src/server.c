@@ -3,6 +3,7 @@
  * its own evhttp, Redis connections and upstream pool; nothing but the
  * immutable config and the listening socket is shared between them.
  */
+#include <sys/queue.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 #include <errno.h>
@@ -18,6 +19,8 @@
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <event2/listener.h>
 #include <event2/thread.h>
 #include <openssl/rand.h>
 
@@ -40,6 +43,16 @@
 #define BODY_HARD_CAP_BYTES	(1024 * 1024)
 /* How long shutdown waits for in-flight requests beyond the vendor's. */
 #define DRAIN_EXTRA_MS		2000
+/* Out of file descriptors: stop accepting for this long, then retry. */
+#define ACCEPT_PAUSE_MS		100
+/* Longest request path written to the access log. */
+#define LOG_PATH_MAX		256
+
+/*
+ * The worker running on this thread, for libevent callbacks that carry
+ * no argument of ours (the listener's error callback).
+ */
+static __thread struct worker	*this_worker;
 
 struct server {
 	const struct config	*cfg;
@@ -90,11 +103,24 @@ method_name(enum evhttp_cmd_type method)
 	}
 }
 
+/* Draining ends when every request is done and every answer written. */
 static void
 maybe_stop(struct worker *w)
 {
-	if (w->is_draining && w->active == 0)
+	if (w->is_draining && w->active == 0 && w->unflushed == 0)
 		event_base_loopbreak(w->base);
+}
+
+static void
+request_free(struct request *r)
+{
+	struct worker	*w = r->w;
+
+	purchase_cleanup(r);
+	TAILQ_REMOVE(&w->requests, r, link);
+	w->active--;
+	free(r->body);
+	free(r);
 }
 
 void
@@ -104,11 +130,19 @@ request_release(struct request *r)
 
 	if (r->req != NULL || r->pending > 0)
 		return;
-	purchase_cleanup(r);
-	free(r->body);
-	free(r);
-	w->active--;
+	request_free(r);
 	maybe_stop(w);
+}
+
+/* Bytes outside printable ASCII become '?', so the line stays valid. */
+static void
+loggable_path(const char *path, char *out, size_t size)
+{
+	size_t	i;
+
+	for (i = 0; path[i] != '\0' && i + 1 < size; i++)
+		out[i] = path[i] >= 0x20 && path[i] < 0x7f ? path[i] : '?';
+	out[i] = '\0';
 }
 
 static void
@@ -116,12 +150,14 @@ log_access(const struct request *r, enum evhttp_cmd_type method,
     const char *path, int status)
 {
 	json_t	*fields;
+	char	 logged_path[LOG_PATH_MAX + 1];
 
-	fields = json_pack("{s:s, s:s, s:s, s:s%, s:i, s:I}",
+	loggable_path(path, logged_path, sizeof(logged_path));
+	fields = json_pack("{s:s, s:s, s:s, s:s, s:i, s:I}",
 	    "req_id", r->id,
 	    "tenant", r->tenant != NULL ? r->tenant->name : "",
 	    "method", method_name(method),
-	    "path", path, strnlen(path, 256),
+	    "path", logged_path,
 	    "status", status,
 	    "latency_ms", (json_int_t)(util_mono_ms() - r->started_ms));
 	if (fields == NULL)
@@ -141,18 +177,33 @@ log_access(const struct request *r, enum evhttp_cmd_type method,
 	log_json(LOG_INFO, "server", "access", fields);
 }
 
+static void
+on_flushed(struct evhttp_request *req, void *arg)
+{
+	struct worker	*w = arg;
+
+	(void)req;
+	w->unflushed--;
+	maybe_stop(w);
+}
+
 void
 request_respond(struct request *r, int status, bool is_problem, char *body)
 {
 	struct evhttp_request	*req = r->req;
 	struct evkeyvalq	*headers;
 	struct evbuffer		*out;
-	char			 retry_after[16];
+	enum evhttp_cmd_type	 method;
+	const char		*path;
+	char			 number[24];
+	size_t			 len = strlen(body);
 
 	if (req == NULL) {
 		free(body);
 		return;
 	}
+	method = evhttp_request_get_command(req);
+	path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
 
 	headers = evhttp_request_get_output_headers(req);
 	(void)evhttp_add_header(headers, "Content-Type", is_problem ?
@@ -162,20 +213,33 @@ request_respond(struct request *r, int status, bool is_problem, char *body)
 	if (r->is_replay)
 		(void)evhttp_add_header(headers, "Idempotent-Replayed", "true");
 	if (r->retry_after_s > 0) {
-		(void)snprintf(retry_after, sizeof(retry_after), "%d",
-		    r->retry_after_s);
-		(void)evhttp_add_header(headers, "Retry-After", retry_after);
+		(void)snprintf(number, sizeof(number), "%d", r->retry_after_s);
+		(void)evhttp_add_header(headers, "Retry-After", number);
 	}
+	if (r->allow != NULL)
+		(void)evhttp_add_header(headers, "Allow", r->allow);
+	/* Draining: clients should take their next request elsewhere. */
+	if (r->w->is_draining)
+		(void)evhttp_add_header(headers, "Connection", "close");
 
+	/* HEAD: the length of the answer a GET would get, and no body. */
 	out = evbuffer_new();
-	if (out == NULL || evbuffer_add(out, body, strlen(body)) != 0)
+	if (out == NULL)
 		abort();
+	if (method == EVHTTP_REQ_HEAD) {
+		(void)snprintf(number, sizeof(number), "%zu", len);
+		(void)evhttp_add_header(headers, "Content-Length", number);
+	} else if (evbuffer_add(out, body, len) != 0) {
+		abort();
+	}
 	free(body);
 
-	log_access(r, evhttp_request_get_command(req),
-	    evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req)) != NULL ?
-	    evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req)) : "",
-	    status);
+	log_access(r, method, path != NULL ? path : "", status);
+	/* Counted until written, so a drain does not cut the answer off. */
+	if (evhttp_request_get_connection(req) != NULL) {
+		r->w->unflushed++;
+		evhttp_request_set_on_complete_cb(req, on_flushed, r->w);
+	}
 	evhttp_send_reply(req, status, reason_phrase(status), out);
 	evbuffer_free(out);
 	r->req = NULL;
@@ -201,6 +265,7 @@ request_new(struct worker *w, struct evhttp_request *req)
 	if (RAND_bytes(raw, sizeof(raw)) != 1)
 		abort();
 	util_hex(raw, sizeof(raw), r->id);
+	TAILQ_INSERT_TAIL(&w->requests, r, link);
 	w->active++;
 	return r;
 }
@@ -221,35 +286,60 @@ has_prefix(const char *s, const char *prefix)
 	return strncmp(s, prefix, strlen(prefix)) == 0;
 }
 
+/* How many times a header appears; evhttp keeps them all, in order. */
+static int
+header_count(const struct evkeyvalq *headers, const char *name)
+{
+	const struct evkeyval	*kv;
+	int			 n = 0;
+
+	TAILQ_FOREACH(kv, headers, next) {
+		if (strcasecmp(kv->key, name) == 0)
+			n++;
+	}
+	return n;
+}
+
+static void
+method_not_allowed(struct request *r, const char *allow)
+{
+	r->allow = allow;
+	request_fail(r, &ERR_METHOD_NOT_ALLOWED, NULL);
+}
+
 /* Everything under /v1/ needs a tenant; authentication comes first. */
 static void
 route_api(struct request *r, const char *path, enum evhttp_cmd_type method)
 {
-	const char	*auth;
+	const struct evkeyvalq	*headers;
+	const char		*prefix = "/v1/instances/requests/";
 
-	auth = evhttp_find_header(evhttp_request_get_input_headers(r->req),
-	    "Authorization");
-	r->tenant = auth_tenant(r->w->cfg, auth);
+	/* Two credentials are none: which one would we trust? */
+	headers = evhttp_request_get_input_headers(r->req);
+	if (header_count(headers, "Authorization") == 1)
+		r->tenant = auth_tenant(r->w->cfg,
+		    evhttp_find_header(headers, "Authorization"));
 	if (r->tenant == NULL) {
 		request_fail(r, &ERR_UNAUTHENTICATED, NULL);
 		return;
 	}
 
 	if (strcmp(path, "/v1/instances") == 0) {
-		if (method != EVHTTP_REQ_POST) {
-			request_fail(r, &ERR_METHOD_NOT_ALLOWED, NULL);
-			return;
-		}
-		purchase_create(r);
+		if (method != EVHTTP_REQ_POST)
+			method_not_allowed(r, "POST");
+		else if (header_count(headers, "Idempotency-Key") > 1 ||
+		    header_count(headers, "Content-Type") > 1)
+			request_fail(r, &ERR_DUPLICATE_HEADER, NULL);
+		else
+			purchase_create(r);
 		return;
 	}
-	if (has_prefix(path, "/v1/instances/requests/") &&
-	    strchr(path + strlen("/v1/instances/requests/"), '/') == NULL) {
-		if (method != EVHTTP_REQ_GET) {
-			request_fail(r, &ERR_METHOD_NOT_ALLOWED, NULL);
-			return;
-		}
-		purchase_lookup(r, path + strlen("/v1/instances/requests/"));
+	if (has_prefix(path, prefix) &&
+	    strchr(path + strlen(prefix), '/') == NULL) {
+		if (method != EVHTTP_REQ_GET)
+			method_not_allowed(r, "GET");
+		else
+			purchase_lookup(r, path + strlen(prefix));
 		return;
 	}
 	request_fail(r, &ERR_NOT_FOUND, NULL);
@@ -267,9 +357,17 @@ on_request(struct evhttp_request *req, void *arg)
 	if (path == NULL)
 		path = "";
 
-	if (strcmp(path, "/healthz") == 0 || strcmp(path, "/readyz") == 0) {
+	/*
+	 * Conflicting framing headers are how requests get smuggled past a
+	 * proxy that reads them differently; libevent takes the first.
+	 */
+	if (header_count(evhttp_request_get_input_headers(req),
+	    "Content-Length") > 1) {
+		request_fail(r, &ERR_DUPLICATE_HEADER, NULL);
+	} else if (strcmp(path, "/healthz") == 0 ||
+	    strcmp(path, "/readyz") == 0) {
 		if (method != EVHTTP_REQ_GET && method != EVHTTP_REQ_HEAD)
-			request_fail(r, &ERR_METHOD_NOT_ALLOWED, NULL);
+			method_not_allowed(r, "GET, HEAD");
 		else
 			answer_health(r, path[1] == 'r');
 	} else if (has_prefix(path, "/v1/")) {
@@ -289,14 +387,20 @@ on_grace_end(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	log_pack(LOG_WARN, "server", "drain_timeout", "{s:i, s:i}",
 	    "worker", w->index, "requests", w->active);
+	w->is_stopped = true;
 	event_base_loopbreak(w->base);
 }
 
-/* Runs on the worker's thread: stop accepting, finish what is running. */
+/*
+ * Runs on the worker's thread: stop accepting, answer requests that are
+ * only waiting on another attempt, and let the rest finish within the
+ * vendor's timeout.
+ */
 static void
 on_shutdown(evutil_socket_t fd, short what, void *arg)
 {
 	struct worker	*w = arg;
+	struct request	*r, *next;
 	struct timeval	 tv;
 	int		 ms;
 
@@ -306,7 +410,14 @@ on_shutdown(evutil_socket_t fd, short what, void *arg)
 		evhttp_del_accept_socket(w->http, w->bound);
 		w->bound = NULL;
 	}
+	evtimer_del(w->accept_timer);
 	w->is_draining = true;
+
+	for (r = TAILQ_FIRST(&w->requests); r != NULL; r = next) {
+		next = TAILQ_NEXT(r, link);
+		purchase_stop_waiting(r);
+	}
+
 	ms = w->cfg->upstream_timeout_ms + DRAIN_EXTRA_MS;
 	tv.tv_sec = ms / 1000;
 	tv.tv_usec = (ms % 1000) * 1000;
@@ -314,11 +425,48 @@ on_shutdown(evutil_socket_t fd, short what, void *arg)
 	maybe_stop(w);
 }
 
+static void
+on_accept_resume(evutil_socket_t fd, short what, void *arg)
+{
+	struct worker	*w = arg;
+
+	(void)fd;
+	(void)what;
+	if (w->bound != NULL)
+		(void)evconnlistener_enable(
+		    evhttp_bound_socket_get_listener(w->bound));
+}
+
+/*
+ * accept() failed. Out of descriptors, the pending connection stays
+ * queued and the socket stays readable, so libevent would retry at once,
+ * forever: pause accepting briefly instead and let connections close.
+ */
+static void
+on_accept_error(struct evconnlistener *listener, void *arg)
+{
+	struct worker	*w = this_worker;
+	int		 err = EVUTIL_SOCKET_ERROR();
+	struct timeval	 tv = { 0, ACCEPT_PAUSE_MS * 1000 };
+
+	(void)arg;
+	if (err != EMFILE && err != ENFILE && err != ENOBUFS && err != ENOMEM)
+		return;
+	if (w == NULL || evtimer_pending(w->accept_timer, NULL))
+		return;
+	(void)evconnlistener_disable(listener);
+	evtimer_add(w->accept_timer, &tv);
+	log_pack(LOG_WARN, "server", "accept_paused", "{s:i, s:s, s:i}",
+	    "worker", w->index, "error", strerror(err), "connections",
+	    w->active);
+}
+
 static void *
 worker_main(void *arg)
 {
 	struct worker	*w = arg;
 
+	this_worker = w;
 	(void)event_base_dispatch(w->base);
 	return NULL;
 }
@@ -332,6 +480,7 @@ worker_init(struct worker *w, struct server *srv, int index)
 
 	w->index = index;
 	w->cfg = cfg;
+	TAILQ_INIT(&w->requests);
 	w->base = event_base_new();
 	w->http = w->base != NULL ? evhttp_new(w->base) : NULL;
 	if (w->http == NULL)
@@ -357,31 +506,45 @@ worker_init(struct worker *w, struct server *srv, int index)
 		close(fd);
 		return -1;
 	}
+	evconnlistener_set_error_cb(evhttp_bound_socket_get_listener(w->bound),
+	    on_accept_error);
 
 	w->idem = idem_new(w->base, cfg, srv->owner);
 	w->upstream = upstream_new(w->base, cfg, srv->ssl_ctx);
 	w->shutdown_ev = event_new(w->base, -1, 0, on_shutdown, w);
 	w->grace_timer = evtimer_new(w->base, on_grace_end, w);
-	if (w->shutdown_ev == NULL || w->grace_timer == NULL)
+	w->accept_timer = evtimer_new(w->base, on_accept_resume, w);
+	if (w->shutdown_ev == NULL || w->grace_timer == NULL ||
+	    w->accept_timer == NULL)
 		return -1;
 	return 0;
 }
 
 /*
- * Upstream and Redis go first: their last callbacks may still answer a
- * request that outlived the drain, and that answer needs evhttp alive.
+ * Upstream and Redis go first: freeing them delivers their last callbacks,
+ * which may still answer requests, and those answers need evhttp alive.
+ * Requests left after that outlived the drain; only their timers remain.
  */
 static void
 worker_cleanup(struct worker *w)
 {
+	struct request	*r;
+
 	upstream_free(w->upstream);
 	idem_free(w->idem);
+	while ((r = TAILQ_FIRST(&w->requests)) != NULL) {
+		log_pack(LOG_WARN, "server", "request_abandoned", "{s:s}",
+		    "req_id", r->id);
+		request_free(r);
+	}
 	if (w->http != NULL)
 		evhttp_free(w->http);
 	if (w->shutdown_ev != NULL)
 		event_free(w->shutdown_ev);
 	if (w->grace_timer != NULL)
 		event_free(w->grace_timer);
+	if (w->accept_timer != NULL)
+		event_free(w->accept_timer);
 	if (w->base != NULL)
 		event_base_free(w->base);
 }
@@ -460,6 +623,11 @@ on_signal(evutil_socket_t sig, short what, void *arg)
 	log_pack(LOG_INFO, "server", "stopping", "{s:i}", "signal", (int)sig);
 	for (i = 0; i < srv->nworkers; i++)
 		event_active(srv->workers[i].shutdown_ev, EV_READ, 0);
+	/* With every copy closed, new connections are refused, not queued. */
+	if (srv->listen_fd >= 0) {
+		close(srv->listen_fd);
+		srv->listen_fd = -1;
+	}
 	event_base_loopbreak(srv->main_base);
 }
 

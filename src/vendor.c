@@ -27,7 +27,7 @@
 #define MSG_BODY_SYNTAX		"body is not valid JSON"
 #define MSG_BODY_UTF8		"body is not valid UTF-8"
 #define MSG_BODY_DUPLICATE	"body has the same key more than once"
-#define MSG_BODY_OVERFLOW	"body has an integer too large to read"
+#define MSG_BODY_OVERFLOW	"body has a number too large to read"
 #define MSG_BODY_NUL		"body has a NUL character"
 #define MSG_BODY_NOT_OBJECT	"body must be one JSON object"
 

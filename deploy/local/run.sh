@@ -87,7 +87,16 @@ pids="$pids $gateway"
 wait_for_line "$tmp/gateway.log" '"event":"listening"'
 port=$(sed -n 's/.*"event":"listening".*"port":\([0-9]*\).*/\1/p' \
     "$tmp/gateway.log" | head -n 1)
-until curl -sf "http://127.0.0.1:$port/readyz" >/dev/null; do sleep 0.1; done
+i=0
+until curl -sf "http://127.0.0.1:$port/readyz" >/dev/null; do
+	i=$((i + 1))
+	if [ "$i" -gt 100 ] || ! kill -0 "$gateway" 2>/dev/null; then
+		echo "gateway not ready; its log:" >&2
+		cat "$tmp/gateway.log" >&2
+		exit 1
+	fi
+	sleep 0.1
+done
 
 echo "gateway on http://127.0.0.1:$port (redis $redis_port, mock https $https_port)"
 echo "sample: POST /v1/instances"

@@ -85,7 +85,12 @@ pids="$pids $!"
 wait_for_line "$tmp/gateway.log" '"event":"listening"'
 port=$(sed -n 's/.*"event":"listening".*"port":\([0-9]*\).*/\1/p' \
     "$tmp/gateway.log" | head -n 1)
-until curl -sf "http://127.0.0.1:$port/readyz" >/dev/null; do sleep 0.1; done
+i=0
+until curl -sf "http://127.0.0.1:$port/readyz" >/dev/null; do
+	i=$((i + 1))
+	[ "$i" -gt 100 ] && { echo "gateway not ready" >&2; exit 1; }
+	sleep 0.1
+done
 
 echo "acr-gateway bench: $seconds s per scenario, $connections connections," \
     "2 wrk threads, 2 gateway workers, access log on"
