@@ -69,6 +69,7 @@ struct request {
 	struct idem_wait	*wait;
 	struct rpc_params	*params;
 	int			 attempts;
+	int64_t			 sent_ms;	/* monotonic, last attempt */
 	struct event		 resend_timer;
 	int			 record_tries;
 	struct event		 record_timer;
@@ -81,6 +82,7 @@ struct request {
 	bool			 is_replay;
 	int			 retry_after_s;	/* 0: no Retry-After */
 	const char		*allow;		/* Allow, with a 405 */
+	const char		*content_type;	/* NULL: JSON or problem */
 
 	/* For the access line. */
 	const char		*idem_outcome;

@@ -27,6 +27,7 @@
 #include "errors.h"
 #include "idem.h"
 #include "log.h"
+#include "metrics.h"
 #include "request.h"
 #include "signer.h"
 #include "upstream.h"
@@ -335,6 +336,7 @@ on_claim(const struct idem_claim *c, void *arg)
 		request_fail(r, &ERR_UNAVAILABLE, NULL);
 		break;
 	}
+	metrics_idempotency(r->idem_outcome);
 	request_release(r);
 }
 
@@ -370,6 +372,7 @@ send_upstream(struct request *r)
 	}
 	r->attempts++;
 	r->pending++;
+	r->sent_ms = util_mono_ms();
 	upstream_post(r->w->upstream, form, strlen(form), on_sent, r);
 	OPENSSL_cleanse(form, strlen(form));
 	free(form);
@@ -434,6 +437,15 @@ vendor_extra(const struct vendor_answer *va)
 	    "upstream_status", va->http_status);
 }
 
+static const enum metrics_upstream answer_metric[] = {
+	[VENDOR_CREATED] = METRICS_UPSTREAM_CREATED,
+	[VENDOR_REJECTED] = METRICS_UPSTREAM_REJECTED,
+	[VENDOR_RETRY] = METRICS_UPSTREAM_RETRY,
+	[VENDOR_TRANSIENT] = METRICS_UPSTREAM_TRANSIENT,
+	[VENDOR_GATEWAY_FAULT] = METRICS_UPSTREAM_GATEWAY_FAULT,
+	[VENDOR_MALFORMED] = METRICS_UPSTREAM_MALFORMED,
+};
+
 /* What the vendor said decides what is stored and what the client sees. */
 static void
 on_answered(struct request *r, const struct upstream_result *res)
@@ -442,6 +454,8 @@ on_answered(struct request *r, const struct upstream_result *res)
 	struct vendor_answer	 va;
 
 	vendor_parse_answer(res->http_status, res->body, res->body_len, &va);
+	metrics_upstream(answer_metric[va.outcome],
+	    util_mono_ms() - r->sent_ms);
 	r->upstream_status = res->http_status;
 	(void)snprintf(r->upstream_request_id, sizeof(r->upstream_request_id),
 	    "%s", va.request_id);
@@ -505,6 +519,8 @@ on_sent(const struct upstream_result *res, void *arg)
 		break;
 	case UPSTREAM_TIMEOUT:
 		/* The vendor may have acted: the lease stays until it ends. */
+		metrics_upstream(METRICS_UPSTREAM_TIMEOUT,
+		    util_mono_ms() - r->sent_ms);
 		log_pack(LOG_WARN, "purchase", "upstream_timeout", "{s:s}",
 		    "req_id", r->id);
 		r->retry_after_s = r->w->cfg->idem_retry_after_s;
@@ -512,6 +528,8 @@ on_sent(const struct upstream_result *res, void *arg)
 		answer(r);
 		break;
 	case UPSTREAM_FAILED:
+		metrics_upstream(METRICS_UPSTREAM_FAILED,
+		    util_mono_ms() - r->sent_ms);
 		log_pack(LOG_WARN, "purchase", "upstream_failed", "{s:s}",
 		    "req_id", r->id);
 		r->retry_after_s = r->w->cfg->idem_retry_after_s;
@@ -550,15 +568,17 @@ on_recorded(bool is_stored, void *arg)
 		request_release(r);
 		return;
 	}
-	if (!is_stored)
-		/*
-		 * The client still gets its answer. A retry finds the lease
-		 * expired, resends the same upstream ClientToken and the
-		 * vendor returns this same order.
-		 */
+	/*
+	 * Not stored: the client still gets its answer. A retry finds the
+	 * lease expired, resends the same upstream ClientToken and the
+	 * vendor returns this same order.
+	 */
+	if (!is_stored) {
+		metrics_record_failed();
 		log_pack(LOG_ERROR, "purchase", "record_failed",
 		    "{s:s, s:s, s:i}", "req_id", r->id, "tenant",
 		    r->tenant->name, "status", r->status);
+	}
 	answer(r);
 	request_release(r);
 }

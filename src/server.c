@@ -29,6 +29,7 @@
 #include "errors.h"
 #include "idem.h"
 #include "log.h"
+#include "metrics.h"
 #include "request.h"
 #include "server.h"
 #include "upstream.h"
@@ -119,6 +120,7 @@ request_free(struct request *r)
 	purchase_cleanup(r);
 	TAILQ_REMOVE(&w->requests, r, link);
 	w->active--;
+	metrics_inflight(-1);
 	free(r->body);
 	free(r);
 }
@@ -206,7 +208,8 @@ request_respond(struct request *r, int status, bool is_problem, char *body)
 	path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
 
 	headers = evhttp_request_get_output_headers(req);
-	(void)evhttp_add_header(headers, "Content-Type", is_problem ?
+	(void)evhttp_add_header(headers, "Content-Type",
+	    r->content_type != NULL ? r->content_type : is_problem ?
 	    "application/problem+json" : "application/json");
 	(void)evhttp_add_header(headers, "Cache-Control", "no-store");
 	(void)evhttp_add_header(headers, "X-Request-Id", r->id);
@@ -235,6 +238,7 @@ request_respond(struct request *r, int status, bool is_problem, char *body)
 	free(body);
 
 	log_access(r, method, path != NULL ? path : "", status);
+	metrics_request(status, util_mono_ms() - r->started_ms);
 	/* Counted until written, so a drain does not cut the answer off. */
 	if (evhttp_request_get_connection(req) != NULL) {
 		r->w->unflushed++;
@@ -267,6 +271,7 @@ request_new(struct worker *w, struct evhttp_request *req)
 	util_hex(raw, sizeof(raw), r->id);
 	TAILQ_INSERT_TAIL(&w->requests, r, link);
 	w->active++;
+	metrics_inflight(1);
 	return r;
 }
 
@@ -364,6 +369,13 @@ on_request(struct evhttp_request *req, void *arg)
 	if (header_count(evhttp_request_get_input_headers(req),
 	    "Content-Length") > 1) {
 		request_fail(r, &ERR_DUPLICATE_HEADER, NULL);
+	} else if (strcmp(path, "/metrics") == 0) {
+		if (method != EVHTTP_REQ_GET && method != EVHTTP_REQ_HEAD) {
+			method_not_allowed(r, "GET, HEAD");
+		} else {
+			r->content_type = "text/plain; version=0.0.4";
+			request_respond(r, 200, false, metrics_render());
+		}
 	} else if (strcmp(path, "/healthz") == 0 ||
 	    strcmp(path, "/readyz") == 0) {
 		if (method != EVHTTP_REQ_GET && method != EVHTTP_REQ_HEAD)

@@ -590,6 +590,38 @@ class ApiSuite(GatewayCase):
             self.assertEqual(resp.status, 200, path)
             self.assertIn("x-request-id", resp.headers)
 
+    def test_metrics_count_purchases_and_hold_no_secrets(self):
+        def scrape():
+            resp = self.request("GET", "/metrics")
+            self.assertEqual(resp.status, 200)
+            self.assertTrue(resp.headers["content-type"].startswith(
+                "text/plain"))
+            text = resp.body.decode() if isinstance(resp.body, bytes) \
+                else resp.body
+            values = {}
+            for line in text.splitlines():
+                if line and not line.startswith("#"):
+                    name, value = line.rsplit(" ", 1)
+                    values[name] = float(value)
+            return text, values
+
+        _, before = scrape()
+        body = order()
+        self.assertCreated(self.post_order(body))
+        self.assertReplayed(self.post_order(body))
+        text, after = scrape()
+
+        created = 'acrgw_upstream_calls_total{result="created"}'
+        replayed = 'acrgw_idempotency_total{outcome="replayed"}'
+        self.assertEqual(after[created] - before[created], 1)
+        self.assertEqual(after[replayed] - before[replayed], 1)
+        self.assertGreaterEqual(
+            after['acrgw_http_requests_total{code="201"}']
+            - before['acrgw_http_requests_total{code="201"}'], 2)
+        for secret in (API_KEY_A, API_KEY_B, harness.ACCESS_KEY_SECRET,
+                       body["client_token"]):
+            self.assertNotIn(secret, text)
+
     def test_unknown_path_is_404_problem(self):
         resp = self.request("GET", "/v1/nothing-here", headers=harness.bearer(
             API_KEY_A))
