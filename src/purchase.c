@@ -281,7 +281,8 @@ in_flight(struct request *r, int64_t lease_left_ms)
 	int64_t	left_ms = r->wait_deadline_ms - util_mono_ms();
 	int64_t	timeout_ms;
 
-	if (r->wait_deadline_ms == 0 || left_ms <= 0) {
+	/* Draining: this worker will not be here when the answer comes. */
+	if (r->wait_deadline_ms == 0 || left_ms <= 0 || r->w->is_draining) {
 		r->retry_after_s = r->w->cfg->idem_retry_after_s;
 		request_fail(r, &ERR_REQUEST_IN_PROGRESS, NULL);
 		return;
