@@ -64,7 +64,6 @@ struct request {
 	int64_t			 epoch;
 	int64_t			 lease_end_ms;	/* monotonic, local estimate */
 	int64_t			 wait_deadline_ms;	/* 0: no Prefer: wait */
-	bool			 has_waited;
 	int64_t			 recheck_ms;	/* next wait's cap */
 	struct idem_wait	*wait;
 	struct rpc_params	*params;

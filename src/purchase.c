@@ -299,7 +299,6 @@ in_flight(struct request *r, int64_t lease_left_ms)
 		timeout_ms = r->recheck_ms;
 	if (timeout_ms > left_ms)
 		timeout_ms = left_ms;
-	r->has_waited = true;
 	r->wait = idem_wait(r->w->idem, &r->key, timeout_ms, on_wake, r);
 }
 
