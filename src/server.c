@@ -276,14 +276,37 @@ request_new(struct worker *w, struct evhttp_request *req)
 }
 
 static void
-answer_health(struct request *r, bool is_readiness)
+answer_healthz(struct request *r)
 {
-	if (is_readiness && !idem_is_ready(r->w->idem)) {
+	request_respond(r, 200, false, xstrdup("{\"status\":\"ok\"}"));
+}
+
+static void
+answer_readyz(struct request *r)
+{
+	if (!idem_is_ready(r->w->idem)) {
 		request_fail(r, &ERR_UNAVAILABLE, NULL);
 		return;
 	}
-	request_respond(r, 200, false, xstrdup("{\"status\":\"ok\"}"));
+	answer_healthz(r);
 }
+
+static void
+answer_metrics(struct request *r)
+{
+	r->content_type = "text/plain; version=0.0.4";
+	request_respond(r, 200, false, metrics_render());
+}
+
+/* Paths open to anyone (probes, scrapers), for GET and HEAD only. */
+static const struct {
+	const char	*path;
+	void		(*answer)(struct request *);
+} open_routes[] = {
+	{ "/healthz",	answer_healthz },
+	{ "/readyz",	answer_readyz },
+	{ "/metrics",	answer_metrics },
+};
 
 static bool
 has_prefix(const char *s, const char *prefix)
@@ -357,6 +380,7 @@ on_request(struct evhttp_request *req, void *arg)
 	struct request		*r = request_new(w, req);
 	enum evhttp_cmd_type	 method = evhttp_request_get_command(req);
 	const char		*path;
+	size_t			 i;
 
 	path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
 	if (path == NULL)
@@ -369,24 +393,25 @@ on_request(struct evhttp_request *req, void *arg)
 	if (header_count(evhttp_request_get_input_headers(req),
 	    "Content-Length") > 1) {
 		request_fail(r, &ERR_DUPLICATE_HEADER, NULL);
-	} else if (strcmp(path, "/metrics") == 0) {
-		if (method != EVHTTP_REQ_GET && method != EVHTTP_REQ_HEAD) {
-			method_not_allowed(r, "GET, HEAD");
-		} else {
-			r->content_type = "text/plain; version=0.0.4";
-			request_respond(r, 200, false, metrics_render());
-		}
-	} else if (strcmp(path, "/healthz") == 0 ||
-	    strcmp(path, "/readyz") == 0) {
+		request_release(r);
+		return;
+	}
+
+	for (i = 0; i < sizeof(open_routes) / sizeof(open_routes[0]); i++) {
+		if (strcmp(path, open_routes[i].path) != 0)
+			continue;
 		if (method != EVHTTP_REQ_GET && method != EVHTTP_REQ_HEAD)
 			method_not_allowed(r, "GET, HEAD");
 		else
-			answer_health(r, path[1] == 'r');
-	} else if (has_prefix(path, "/v1/")) {
-		route_api(r, path, method);
-	} else {
-		request_fail(r, &ERR_NOT_FOUND, NULL);
+			open_routes[i].answer(r);
+		request_release(r);
+		return;
 	}
+
+	if (has_prefix(path, "/v1/"))
+		route_api(r, path, method);
+	else
+		request_fail(r, &ERR_NOT_FOUND, NULL);
 	request_release(r);
 }
 
