@@ -33,12 +33,20 @@
 /* The vendor's answers are under 1 KiB; anything near this is not it. */
 #define UPSTREAM_BODY_MAX_BYTES		(256 * 1024)
 #define UPSTREAM_HEADERS_MAX_BYTES	(32 * 1024)
+/*
+ * An idle connection older than this is closed rather than reused: a
+ * server may drop idle connections at any time, and a request written into
+ * one it is just closing fails with an unknown outcome. Load balancers in
+ * front of HTTP APIs keep idle connections for 60 s or more.
+ */
+#define UPSTREAM_IDLE_MAX_MS		15000
 
 struct upstream_conn {
 	struct upstream			*up;
 	struct evhttp_connection	*evcon;
 	struct bufferevent		*bev;	/* owned by evcon */
 	evutil_socket_t			 nodelay_fd;	/* -1: not yet set */
+	int64_t				 idle_since_ms;	/* monotonic */
 	bool				 is_busy;
 	bool				 is_broken;
 	TAILQ_ENTRY(upstream_conn)	 link;
@@ -187,6 +195,7 @@ conn_new(struct upstream *up)
 	conn = xcalloc(1, sizeof(*conn));
 	conn->up = up;
 	conn->nodelay_fd = -1;
+	conn->idle_since_ms = util_mono_ms();
 	if (up->cfg->upstream_is_https) {
 		ssl = tls_session(up);
 		if (ssl == NULL) {
@@ -238,8 +247,13 @@ conn_acquire(struct upstream *up)
 	struct upstream_conn	*conn;
 
 	TAILQ_FOREACH(conn, &up->conns, link) {
-		if (!conn->is_busy && !conn->is_broken)
+		if (conn->is_busy || conn->is_broken)
+			continue;
+		if (util_mono_ms() - conn->idle_since_ms <=
+		    UPSTREAM_IDLE_MAX_MS)
 			return conn;
+		conn->is_broken = true;
+		schedule_reap(up);
 	}
 	if (up->nconns >= up->cfg->upstream_max_connections)
 		return NULL;
@@ -270,6 +284,7 @@ call_finish(struct upstream_call *call, const struct upstream_result *res)
 	evtimer_del(&call->deadline);
 	if (call->conn != NULL) {
 		call->conn->is_busy = false;
+		call->conn->idle_since_ms = util_mono_ms();
 		TAILQ_REMOVE(&up->active, call, link);
 	} else {
 		TAILQ_REMOVE(&up->queued, call, link);
