@@ -374,8 +374,8 @@ instance_storage_name_must_be_a_bucket_name(void **state)
 	static const char *const bad[] = {
 		"\"ab\"", "\"-abc\"", "\"abc-\"", "\"my_bucket\"",
 		"\"My-bucket\"", "\"\"", "12",
-		"\"abcdefghijklmnopqrstuvwxyz0123456789"
-		    "abcdefghijklmnopqrstuvwxyz01\"",
+		("\"abcdefghijklmnopqrstuvwxyz0123456789"
+		    "abcdefghijklmnopqrstuvwxyz01\""),
 	};
 	struct validation v;
 	struct order	 o;
