@@ -6,7 +6,7 @@ set -eu
 
 ACRGW_PACKAGES="build-essential cmake pkg-config libevent-dev libssl-dev
 libjansson-dev libhiredis-dev libcmocka-dev redis-server openssl curl
-python3 ca-certificates"
+python3 ca-certificates clang libclang-rt-14-dev"
 
 acrgw_install_deps() {
 	missing=""
