@@ -30,6 +30,7 @@ import tempfile
 import threading
 import time
 import unittest
+import urllib.parse
 import uuid
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -409,8 +410,15 @@ class Mock:
         self.commit_log = os.path.join(tmpdir, "orders.log")
         self.proc = None
         self.http_port = self.https_port = None
-        # Every Signature value the mock reported, for the log scan.
+        # Every Signature value the mock received, for the log scan. The
+        # mock forgets them on reset, so they are read before each reset
+        # and before the mock stops, as well as whenever a test reads
+        # stats.
         self.signatures = set()
+        # Calls the mock forgot before the harness read them: their
+        # signatures escape the scan, which then fails.
+        self.forgotten_calls = 0
+        self._dropped_since_reset = 0
 
     def start(self):
         if not os.access(MOCK_BIN, os.X_OK):
@@ -458,13 +466,32 @@ class Mock:
 
     def stats(self):
         stats = self._control("GET", "/_mock/stats")
-        last = stats.get("last_params") or {}
-        if last.get("Signature"):
-            self.signatures.add(last["Signature"])
+        for call in stats["recent"]:
+            if call.get("signature"):
+                self.signatures.add(call["signature"])
+        self._dropped_since_reset = stats["recent_dropped"]
         return stats
 
+    def collect_signatures(self):
+        """Reads the signatures of the calls since the last reset, if the
+        mock is running."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.stats()
+
     def reset(self):
+        self.collect_signatures()
         self._control("POST", "/_mock/reset")
+        self.forgotten_calls += self._dropped_since_reset
+        self._dropped_since_reset = 0
+
+    def forgotten(self):
+        """How many calls' signatures the harness never saw."""
+        return self.forgotten_calls + self._dropped_since_reset
+
+    def recent(self):
+        """What each vendor call since the reset carried, oldest first:
+        dicts of client_token, nonce and signature."""
+        return self.stats()["recent"]
 
     def fail(self, **plan):
         """Arms a failure plan: count, status, code, delay_ms, commit,
@@ -499,6 +526,19 @@ class Mock:
 
 def sha256_hex(text):
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def signature_forms(signature):
+    """
+    The ways a Signature value could show in a log: as is, percent-encoded
+    as it travels in the form (with upper- or lowercase hex), and with the
+    slashes JSON may escape.
+    """
+    encoded = urllib.parse.quote(signature, safe="-_.~")
+    forms = {signature, encoded, signature.replace("/", "\\/")}
+    forms.add("".join(part if i == 0 else part[:2].lower() + part[2:]
+                      for i, part in enumerate(encoded.split("%"))))
+    return forms
 
 
 def deep_merge(base, changes):
@@ -640,7 +680,9 @@ class Env:
 
     def forbidden_texts(self):
         texts = {API_KEY_A, API_KEY_B, ACCESS_KEY_SECRET, "Signature="}
-        texts.update(s for s in self.mock.signatures if len(s) >= 8)
+        for signature in self.mock.signatures:
+            if len(signature) >= 8:
+                texts.update(signature_forms(signature))
         return texts
 
     def scan_logs(self):
@@ -649,6 +691,9 @@ class Env:
         exist, sanitizer reports. Returns a list of strings; empty is good.
         """
         problems = []
+        if self.mock.forgotten():
+            problems.append("the mock forgot %d calls before the harness "
+                            "read their signatures" % self.mock.forgotten())
         texts = self.forbidden_texts()
         for gw in self.gateways:
             name = os.path.basename(gw.log_path)
@@ -677,6 +722,7 @@ class Env:
         """Stops everything, scans the logs, removes the temp dir."""
         for gw in self.gateways:
             gw.kill(signal.SIGTERM)
+        self.mock.collect_signatures()
         self.mock.stop()
         self.redis.stop()
         problems = self.scan_logs()

@@ -75,6 +75,11 @@
 #define MOCK_NONCE_TTL_MS	(2 * MOCK_CLOCK_SKEW_MS)
 
 #define MOCK_NONCES_MAX		65536
+/*
+ * Vendor calls remembered for GET /_mock/stats (token, nonce, signature):
+ * more than any one test makes between resets, so a test sees them all.
+ */
+#define MOCK_RECENT_MAX		4096
 #define MOCK_ORDERS_MAX		65536
 #define MOCK_TOKENS_MAX		65536
 /* Fixed bucket arrays: with the bounds above, chains stay a few long. */
@@ -147,6 +152,26 @@ struct token_count {
 };
 
 /*
+ * What one vendor call carried, for tests: its ClientToken, SignatureNonce
+ * and Signature as received (NULL when absent). A signature proves nothing
+ * once its nonce is spent, and the tests need the exact value to search
+ * the gateway's logs for it, so it is kept in the clear.
+ */
+struct received {
+	char	*client_token;
+	char	*nonce;
+	char	*signature;
+};
+
+/* The last MOCK_RECENT_MAX calls in arrival order, oldest at head. */
+struct recent_calls {
+	struct received	*slots;
+	size_t		 head;
+	size_t		 count;
+	int64_t		 dropped;	/* pushed out by newer calls */
+};
+
+/*
  * A failure planned through POST /_mock/fail for the next count calls.
  * is_commit says whether the call is processed (and an order created) in
  * spite of the failure; with a delay it also says whether processing comes
@@ -214,8 +239,12 @@ struct mock {
 	struct map		 orders;	/* "id\ntoken" -> order */
 	struct map		 tokens;	/* ClientToken -> token_count */
 	json_t			*last_params;
+	struct recent_calls	 recent;
 	int64_t			 order_count;
 	int64_t			 call_count;
+	/* TCP connections accepted per listener, for keep-alive tests. */
+	int64_t			 http_connections;
+	int64_t			 https_connections;
 	struct fail_plan	 plan;
 	struct call_list	 held;		/* calls on their timer */
 };
@@ -569,6 +598,95 @@ json_set_text(json_t *object, const char *name, const char *value)
 	free(safe_value);
 }
 
+static char *
+json_safe_text_or_null(const char *s)
+{
+	return s != NULL ? json_safe_text(s) : NULL;
+}
+
+static void
+received_clear(struct received *slot)
+{
+	free(slot->client_token);
+	free(slot->nonce);
+	free(slot->signature);
+	memset(slot, 0, sizeof(*slot));
+}
+
+static void
+recent_init(struct recent_calls *recent)
+{
+	recent->slots = xcalloc(MOCK_RECENT_MAX, sizeof(*recent->slots));
+	recent->head = 0;
+	recent->count = 0;
+	recent->dropped = 0;
+}
+
+static void
+recent_clear(struct recent_calls *recent)
+{
+	size_t	 i;
+
+	for (i = 0; i < recent->count; i++)
+		received_clear(&recent->slots[(recent->head + i) %
+		    MOCK_RECENT_MAX]);
+	recent->head = 0;
+	recent->count = 0;
+	recent->dropped = 0;
+}
+
+static void
+recent_cleanup(struct recent_calls *recent)
+{
+	if (recent->slots == NULL)
+		return;
+	recent_clear(recent);
+	free(recent->slots);
+	recent->slots = NULL;
+}
+
+/*
+ * Remembers what one call carried (copies; NULL for an absent value). A
+ * full ring forgets its oldest call and counts it in dropped, so a test
+ * can tell that it no longer sees every call.
+ */
+static void
+recent_add(struct recent_calls *recent, const char *client_token,
+    const char *nonce, const char *signature)
+{
+	struct received	*slot;
+
+	if (recent->count == MOCK_RECENT_MAX) {
+		received_clear(&recent->slots[recent->head]);
+		recent->head = (recent->head + 1) % MOCK_RECENT_MAX;
+		recent->count--;
+		recent->dropped++;
+	}
+	slot = &recent->slots[(recent->head + recent->count) %
+	    MOCK_RECENT_MAX];
+	slot->client_token = json_safe_text_or_null(client_token);
+	slot->nonce = json_safe_text_or_null(nonce);
+	slot->signature = json_safe_text_or_null(signature);
+	recent->count++;
+}
+
+static json_t *
+recent_json(const struct recent_calls *recent)
+{
+	const struct received	*slot;
+	json_t			*list = json_array();
+	size_t			 i;
+
+	for (i = 0; i < recent->count; i++) {
+		slot = &recent->slots[(recent->head + i) % MOCK_RECENT_MAX];
+		if (json_array_append_new(list, json_pack("{s:s?, s:s?, s:s?}",
+		    "client_token", slot->client_token, "nonce", slot->nonce,
+		    "signature", slot->signature)) == -1)
+			abort();
+	}
+	return list;
+}
+
 /* Adds one name[=value] pair of a form or query to the call. */
 static const struct vendor_error *
 call_add_pair(struct call *call, const char *pair, size_t len)
@@ -593,7 +711,7 @@ call_add_pair(struct call *call, const char *pair, size_t len)
 	    strlen(value) > MOCK_FIELD_MAX_BYTES)
 		goto out;
 
-	/* Kept apart so that it is wiped and never echoed in stats. */
+	/* Kept apart from the parameters, which stats echo as last_params. */
 	if (strcmp(name, "Signature") == 0) {
 		if (call->signature != NULL)
 			goto out;
@@ -1542,6 +1660,8 @@ call_new(struct mock *mock, struct evhttp_request *req)
 	fail_plan_take(mock, &call->plan);
 
 	call->error = call_parse(call);
+	recent_add(&mock->recent, rpc_params_get(call->params, "ClientToken"),
+	    rpc_params_get(call->params, "SignatureNonce"), call->signature);
 	if (call->error == NULL)
 		call_note(call);
 	return call;
@@ -1741,11 +1861,16 @@ on_stats(struct mock *mock, struct evhttp_request *req)
 				abort();
 		}
 	}
-	control_reply(req, 200, json_pack("{s:I, s:I, s:o, s:o}",
+	control_reply(req, 200, json_pack(
+	    "{s:I, s:I, s:o, s:o, s:o, s:I, s:{s:I, s:I}}",
 	    "orders", (json_int_t)mock->order_count,
 	    "calls", (json_int_t)mock->call_count, "tokens", tokens,
 	    "last_params", mock->last_params != NULL ?
-	    json_deep_copy(mock->last_params) : json_object()));
+	    json_deep_copy(mock->last_params) : json_object(),
+	    "recent", recent_json(&mock->recent),
+	    "recent_dropped", (json_int_t)mock->recent.dropped,
+	    "connections", "http", (json_int_t)mock->http_connections,
+	    "https", (json_int_t)mock->https_connections));
 }
 
 /* Calls on hold keep their plan and finish as planned. */
@@ -1757,8 +1882,11 @@ on_reset(struct mock *mock, struct evhttp_request *req)
 	nonce_set_clear(&mock->nonces);
 	json_decref(mock->last_params);
 	mock->last_params = NULL;
+	recent_clear(&mock->recent);
 	mock->order_count = 0;
 	mock->call_count = 0;
+	mock->http_connections = 0;
+	mock->https_connections = 0;
 	memset(&mock->plan, 0, sizeof(mock->plan));
 	log_json(LOG_INFO, MOCK_MODULE, "reset", NULL);
 	control_reply(req, 200, json_pack("{s:b}", "ok", 1));
@@ -1955,6 +2083,23 @@ on_request(struct evhttp_request *req, void *arg)
 	control_error(req, 404, "no such path");
 }
 
+/*
+ * evhttp's bevcb runs once per accepted connection: the plain listener's
+ * makes the bufferevent evhttp would make itself, and counts it.
+ */
+static struct bufferevent *
+on_plain_connection(struct event_base *base, void *arg)
+{
+	struct mock		*mock = arg;
+	struct bufferevent	*bev;
+
+	bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+	if (bev == NULL)
+		abort();
+	mock->http_connections++;
+	return bev;
+}
+
 /* evhttp's bevcb: each TLS connection gets its own SSL. */
 static struct bufferevent *
 on_tls_connection(struct event_base *base, void *arg)
@@ -1963,6 +2108,7 @@ on_tls_connection(struct event_base *base, void *arg)
 	struct bufferevent	*bev;
 	SSL			*ssl;
 
+	mock->https_connections++;
 	/*
 	 * Returning NULL would make evhttp serve plain HTTP on the TLS port,
 	 * and these only fail when memory is gone: treat both as fatal.
@@ -2024,8 +2170,8 @@ listener_new(struct mock *mock, bool is_tls, int *port_inout)
 	evhttp_set_max_headers_size(http, MOCK_HEADERS_MAX_BYTES);
 	evhttp_set_allowed_methods(http, EVHTTP_REQ_GET | EVHTTP_REQ_POST);
 	evhttp_set_gencb(http, on_request, mock);
-	if (is_tls)
-		evhttp_set_bevcb(http, on_tls_connection, mock);
+	evhttp_set_bevcb(http, is_tls ? on_tls_connection :
+	    on_plain_connection, mock);
 
 	handle = evhttp_bind_socket_with_handle(http, MOCK_LISTEN_ADDRESS,
 	    (ev_uint16_t)*port_inout);
@@ -2081,6 +2227,7 @@ mock_init(struct mock *mock)
 	nonce_set_init(&mock->nonces);
 	map_init(&mock->orders, MOCK_ORDERS_MAX, order_free);
 	map_init(&mock->tokens, MOCK_TOKENS_MAX, free);
+	recent_init(&mock->recent);
 	TAILQ_INIT(&mock->held);
 }
 
@@ -2116,6 +2263,7 @@ mock_cleanup(struct mock *mock)
 	if (mock->commit_fd != -1)
 		(void)close(mock->commit_fd);
 	json_decref(mock->last_params);
+	recent_cleanup(&mock->recent);
 	map_cleanup(&mock->tokens);
 	map_cleanup(&mock->orders);
 	nonce_set_cleanup(&mock->nonces);

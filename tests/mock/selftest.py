@@ -314,6 +314,55 @@ def case_stats_record_last_params_without_secrets(mock):
         assert hidden not in last, last
 
 
+def form_value(form, name):
+    """The decoded value of name in an encoded form."""
+    return urllib.parse.parse_qs(form, keep_blank_values=True)[name][0]
+
+
+def case_stats_record_each_calls_token_nonce_and_signature(mock):
+    good = sign(create_params(token="tok-recent"), nonce="nonce-good")
+    assert mock.call(good)[0] == 200
+    # A planned failure skips the checks; what it carried is still seen.
+    plan = {"count": 1, "status": 400, "code": "IdempotentProcessing"}
+    assert mock.control("POST", "fail", plan)[0] == 200
+    failed = sign(create_params(token="tok-recent"), nonce="nonce-failed")
+    expect_error(mock, failed, 400, "IdempotentProcessing")
+    expect_error(mock, "Action=CreateInstance", 400, "MissingParameter")
+
+    stats = mock.stats()
+    assert stats["recent_dropped"] == 0, stats
+    assert stats["recent"] == [
+        {"client_token": "tok-recent", "nonce": "nonce-good",
+         "signature": form_value(good, "Signature")},
+        {"client_token": "tok-recent", "nonce": "nonce-failed",
+         "signature": form_value(failed, "Signature")},
+        {"client_token": None, "nonce": None, "signature": None},
+    ], stats["recent"]
+    assert mock.control("POST", "reset")[0] == 200
+    assert mock.stats()["recent"] == []
+
+
+def case_stats_count_accepted_connections_per_listener(mock):
+    if not mock.https_port:
+        raise Skip("no openssl command for a certificate")
+    # Reset and stats each open a connection of their own on plain HTTP.
+    assert mock.control("POST", "reset")[0] == 200
+    conn = mock.connection(tls=True)
+    try:
+        for _ in range(3):
+            conn.request("POST", "/", body=sign(create_params()), headers={
+                "Content-Type": "application/x-www-form-urlencoded"})
+            resp = conn.getresponse()
+            resp.read()
+            assert resp.status == 200, resp.status
+    finally:
+        conn.close()
+    assert mock.call(sign(create_params()), tls=True)[0] == 200
+    stats = mock.stats()
+    assert stats["calls"] == 4, stats
+    assert stats["connections"] == {"http": 1, "https": 2}, stats
+
+
 def case_fail_plan_status_is_honoured(mock):
     plan = {"count": 2, "status": 503, "code": "ServiceUnavailable"}
     assert mock.control("POST", "fail", plan) == (200, {"ok": True})
@@ -411,6 +460,8 @@ CASES = [
     case_missing_and_invalid_parameters_are_rejected,
     case_duplicate_parameter_is_rejected,
     case_stats_record_last_params_without_secrets,
+    case_stats_record_each_calls_token_nonce_and_signature,
+    case_stats_count_accepted_connections_per_listener,
     case_fail_plan_status_is_honoured,
     case_fail_plan_rejects_unknown_keys,
     case_delay_plan_is_honoured,
