@@ -77,6 +77,7 @@ struct config {
 	bool			 upstream_allow_plain_http;
 	char			*upstream_ca_file; /* NULL: system store */
 	int			 upstream_timeout_ms;
+	int			 upstream_connect_timeout_ms;
 	/* Open connections per worker; tries per IdempotentProcessing. */
 	int			 upstream_max_connections;
 	int			 upstream_max_attempts;

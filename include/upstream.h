@@ -1,7 +1,15 @@
 /*
  * The HTTPS client to the vendor, one per worker thread: a small pool of
  * keep-alive connections (libevent's HTTP client over bufferevent_openssl)
- * with certificate and host name verification and a deadline per call.
+ * with certificate and host name verification, a deadline per call and a
+ * shorter one for connecting.
+ *
+ * A call that never got a connection (refused, unreachable, certificate
+ * rejected, handshake over upstream.connect_timeout_ms, or still queued
+ * for a free connection at its deadline) ends UPSTREAM_NOT_SENT: the
+ * request bytes never left, because bufferevent_openssl writes nothing
+ * before its handshake is done. Over plain http (tests only) there is no
+ * handshake to watch, so every failure there counts as sent.
  */
 #ifndef ACRGW_UPSTREAM_H
 #define ACRGW_UPSTREAM_H
@@ -16,8 +24,9 @@ struct upstream;
 
 enum upstream_status {
 	UPSTREAM_ANSWERED,	/* an HTTP answer arrived: see http_status */
-	UPSTREAM_TIMEOUT,	/* no whole answer by the deadline */
-	UPSTREAM_FAILED,	/* connect, TLS or reset: outcome unknown */
+	UPSTREAM_NOT_SENT,	/* no connection: the vendor saw nothing */
+	UPSTREAM_TIMEOUT,	/* sent, no whole answer by the deadline */
+	UPSTREAM_FAILED,	/* sent, then a reset: outcome unknown */
 };
 
 struct upstream_result {

@@ -32,6 +32,7 @@ static const char *const upstream_results[METRICS_UPSTREAM_COUNT] = {
 	[METRICS_UPSTREAM_TRANSIENT] = "transient",
 	[METRICS_UPSTREAM_GATEWAY_FAULT] = "gateway_fault",
 	[METRICS_UPSTREAM_MALFORMED] = "malformed",
+	[METRICS_UPSTREAM_NOT_SENT] = "not_sent",
 	[METRICS_UPSTREAM_TIMEOUT] = "timeout",
 	[METRICS_UPSTREAM_FAILED] = "failed",
 };

@@ -517,6 +517,23 @@ on_sent(const struct upstream_result *res, void *arg)
 	case UPSTREAM_ANSWERED:
 		on_answered(r, res);
 		break;
+	case UPSTREAM_NOT_SENT:
+		metrics_upstream(METRICS_UPSTREAM_NOT_SENT,
+		    util_mono_ms() - r->sent_ms);
+		log_pack(LOG_WARN, "purchase", "upstream_not_sent", "{s:s}",
+		    "req_id", r->id);
+		r->retry_after_s = r->w->cfg->idem_retry_after_s;
+		set_problem(r, &ERR_UPSTREAM_UNAVAILABLE, NULL);
+		/*
+		 * The vendor saw nothing of this purchase, unless an earlier
+		 * attempt (answered IdempotentProcessing) left: only then
+		 * is the outcome unknown and the lease kept.
+		 */
+		if (r->attempts == 1)
+			release(r);
+		else
+			answer(r);
+		break;
 	case UPSTREAM_TIMEOUT:
 		/* The vendor may have acted: the lease stays until it ends. */
 		metrics_upstream(METRICS_UPSTREAM_TIMEOUT,

@@ -49,6 +49,8 @@ struct upstream_conn {
 	int64_t				 idle_since_ms;	/* monotonic */
 	bool				 is_busy;
 	bool				 is_broken;
+	/* TLS handshake done (always, over plain http): bytes may leave. */
+	bool				 is_connected;
 	TAILQ_ENTRY(upstream_conn)	 link;
 };
 
@@ -59,6 +61,7 @@ struct upstream_call {
 	char				*form;
 	size_t				 form_len;
 	struct event			 deadline;
+	struct event			 connect_deadline;
 	enum evhttp_request_error	 error;
 	bool				 has_error;
 	upstream_done_cb		*cb;
@@ -79,6 +82,14 @@ struct upstream {
 };
 
 static void	dispatch(struct upstream *up);
+
+static void
+set_timer_ms(struct event *ev, int ms)
+{
+	struct timeval	tv = { ms / 1000, (ms % 1000) * 1000 };
+
+	evtimer_add(ev, &tv);
+}
 
 SSL_CTX *
 upstream_tls_context(const struct config *cfg)
@@ -158,9 +169,26 @@ is_ip_literal(const char *host)
 	    inet_pton(AF_INET6, host, addr) == 1;
 }
 
-/* A TLS session that checks the peer's certificate names our host. */
+/* Runs inside OpenSSL on this thread; marks the end of the handshake. */
+static void
+on_tls_info(const SSL *ssl, int where, int ret)
+{
+	struct upstream_conn	*conn;
+
+	(void)ret;
+	if ((where & SSL_CB_HANDSHAKE_DONE) == 0)
+		return;
+	if ((conn = SSL_get_app_data(ssl)) != NULL)
+		conn->is_connected = true;
+}
+
+/*
+ * A TLS session that checks the peer's certificate names our host and
+ * tells conn when its handshake is done. conn outlives the session: the
+ * session is freed with conn->evcon, before conn.
+ */
 static SSL *
-tls_session(struct upstream *up)
+tls_session(struct upstream *up, struct upstream_conn *conn)
 {
 	const char	*host = up->cfg->upstream_host;
 	SSL		*ssl;
@@ -168,6 +196,9 @@ tls_session(struct upstream *up)
 	ssl = SSL_new(up->ssl_ctx);
 	if (ssl == NULL)
 		return NULL;
+	if (SSL_set_app_data(ssl, conn) != 1)
+		goto fail;
+	SSL_set_info_callback(ssl, on_tls_info);
 	if (is_ip_literal(host)) {
 		if (X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), host)
 		    != 1)
@@ -196,8 +227,9 @@ conn_new(struct upstream *up)
 	conn->up = up;
 	conn->nodelay_fd = -1;
 	conn->idle_since_ms = util_mono_ms();
+	conn->is_connected = !up->cfg->upstream_is_https;
 	if (up->cfg->upstream_is_https) {
-		ssl = tls_session(up);
+		ssl = tls_session(up, conn);
 		if (ssl == NULL) {
 			log_openssl_errors(LOG_ERROR, "upstream",
 			    "tls_session_failed");
@@ -282,6 +314,7 @@ call_finish(struct upstream_call *call, const struct upstream_result *res)
 	struct upstream	*up = call->up;
 
 	evtimer_del(&call->deadline);
+	evtimer_del(&call->connect_deadline);
 	if (call->conn != NULL) {
 		call->conn->is_busy = false;
 		call->conn->idle_since_ms = util_mono_ms();
@@ -302,6 +335,15 @@ call_fail(struct upstream_call *call, enum upstream_status status)
 	struct upstream_result	res = { .status = status };
 
 	call_finish(call, &res);
+}
+
+/* How a call that got no answer ended, from what may have left. */
+static enum upstream_status
+failure(const struct upstream_call *call, enum upstream_status if_sent)
+{
+	if (call->conn == NULL || !call->conn->is_connected)
+		return UPSTREAM_NOT_SENT;
+	return if_sent;
 }
 
 static void
@@ -327,9 +369,9 @@ on_response(struct evhttp_request *req, void *arg)
 	if (req == NULL || evhttp_request_get_response_code(req) == 0) {
 		call->conn->is_broken = true;
 		log_tls_errors(call->conn);
-		call_fail(call, call->has_error &&
+		call_fail(call, failure(call, call->has_error &&
 		    call->error == EVREQ_HTTP_TIMEOUT ? UPSTREAM_TIMEOUT :
-		    UPSTREAM_FAILED);
+		    UPSTREAM_FAILED));
 		return;
 	}
 
@@ -348,25 +390,49 @@ on_response(struct evhttp_request *req, void *arg)
 	free(body);
 }
 
+/* Cancels the request, which drops its connection. */
+static void
+call_cancel(struct upstream_call *call)
+{
+	struct evhttp_request	*req = call->req;
+
+	if (req == NULL)
+		return;
+	call->req = NULL;
+	call->conn->is_broken = true;
+	evhttp_cancel_request(req);
+}
+
 /*
- * The deadline passed. Cancel the request, which drops its connection; a
- * vendor that got it may still act on it, so the caller treats this as
- * an unknown outcome.
+ * The deadline passed. A vendor that got the request may still act on
+ * it, so once it may have left the caller treats this as an unknown
+ * outcome; a call still queued or still connecting sent nothing.
  */
 static void
 on_deadline(evutil_socket_t fd, short what, void *arg)
 {
 	struct upstream_call	*call = arg;
-	struct evhttp_request	*req = call->req;
+	enum upstream_status	 status;
 
 	(void)fd;
 	(void)what;
-	if (req != NULL) {
-		call->req = NULL;
-		call->conn->is_broken = true;
-		evhttp_cancel_request(req);
-	}
-	call_fail(call, UPSTREAM_TIMEOUT);
+	status = failure(call, UPSTREAM_TIMEOUT);
+	call_cancel(call);
+	call_fail(call, status);
+}
+
+/* The connection is still not up: give up before anything leaves. */
+static void
+on_connect_deadline(evutil_socket_t fd, short what, void *arg)
+{
+	struct upstream_call	*call = arg;
+
+	(void)fd;
+	(void)what;
+	if (call->conn->is_connected)
+		return;
+	call_cancel(call);
+	call_fail(call, UPSTREAM_NOT_SENT);
 }
 
 /*
@@ -415,6 +481,9 @@ call_start(struct upstream_call *call, struct upstream_conn *conn)
 	call->conn = conn;
 	call->req = req;
 	conn->is_busy = true;
+	if (!conn->is_connected)
+		set_timer_ms(&call->connect_deadline,
+		    call->up->cfg->upstream_connect_timeout_ms);
 	set_nodelay(conn);
 	if (evhttp_make_request(conn->evcon, req, EVHTTP_REQ_POST, "/") != 0) {
 		/* libevent has dropped the request on this path. */
@@ -442,7 +511,7 @@ dispatch(struct upstream *up)
 		if (call_start(call, conn) != 0) {
 			log_pack(LOG_WARN, "upstream", "upstream_send_failed",
 			    "{s:s}", "host", up->cfg->upstream_host);
-			call_fail(call, UPSTREAM_FAILED);
+			call_fail(call, UPSTREAM_NOT_SENT);
 		}
 	}
 }
@@ -452,8 +521,6 @@ upstream_post(struct upstream *up, const char *form, size_t len,
     upstream_done_cb *cb, void *arg)
 {
 	struct upstream_call	*call;
-	struct timeval		 tv;
-	int			 ms = up->cfg->upstream_timeout_ms;
 
 	call = xcalloc(1, sizeof(*call));
 	call->up = up;
@@ -462,9 +529,9 @@ upstream_post(struct upstream *up, const char *form, size_t len,
 	call->cb = cb;
 	call->arg = arg;
 	evtimer_assign(&call->deadline, up->base, on_deadline, call);
-	tv.tv_sec = ms / 1000;
-	tv.tv_usec = (ms % 1000) * 1000;
-	evtimer_add(&call->deadline, &tv);
+	evtimer_assign(&call->connect_deadline, up->base, on_connect_deadline,
+	    call);
+	set_timer_ms(&call->deadline, up->cfg->upstream_timeout_ms);
 
 	/* Started from the loop, so cb never runs inside this call. */
 	TAILQ_INSERT_TAIL(&up->queued, call, link);

@@ -64,6 +64,7 @@ static const struct bound int_bounds[] = {
 	{ "idempotency", "wait_max_s", 0, 300 },
 	{ "idempotency", "retry_after_s", 1, 3600 },
 	{ "upstream", "timeout_ms", 1, 600000 },
+	{ "upstream", "connect_timeout_ms", 1, 600000 },
 	{ "upstream", "max_connections", 1, 1024 },
 	{ "upstream", "max_attempts", 1, 10 },
 };
@@ -323,6 +324,7 @@ minimal_file_takes_the_documented_defaults(void **state)
 	assert_null(cfg->upstream_ca_file);
 	assert_false(cfg->upstream_allow_plain_http);
 	assert_int_equal(cfg->upstream_timeout_ms, 30000);
+	assert_int_equal(cfg->upstream_connect_timeout_ms, 5000);
 	assert_int_equal(cfg->upstream_max_connections, 16);
 	assert_int_equal(cfg->upstream_max_attempts, 3);
 	assert_int_equal(cfg->log_level, LOG_INFO);
@@ -357,6 +359,7 @@ values_given_reach_their_fields(void **state)
 	set(root, "idempotency", "retry_after_s", json_integer(6));
 	set(root, "upstream", "ca_file", json_string("/etc/ca.pem"));
 	set(root, "upstream", "timeout_ms", json_integer(16));
+	set(root, "upstream", "connect_timeout_ms", json_integer(15));
 	set(root, "upstream", "max_connections", json_integer(17));
 	set(root, "upstream", "max_attempts", json_integer(4));
 	set(root, "log", "level", json_string("debug"));
@@ -379,6 +382,7 @@ values_given_reach_their_fields(void **state)
 	assert_int_equal(cfg->idem_retry_after_s, 6);
 	assert_string_equal(cfg->upstream_ca_file, "/etc/ca.pem");
 	assert_int_equal(cfg->upstream_timeout_ms, 16);
+	assert_int_equal(cfg->upstream_connect_timeout_ms, 15);
 	assert_int_equal(cfg->upstream_max_connections, 17);
 	assert_int_equal(cfg->upstream_max_attempts, 4);
 	assert_int_equal(cfg->log_level, LOG_DEBUG);
