@@ -22,6 +22,7 @@
 #include <event2/event.h>
 #include <event2/event_struct.h>
 #include <event2/http.h>
+#include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 
@@ -323,6 +324,8 @@ call_finish(struct upstream_call *call, const struct upstream_result *res)
 		TAILQ_REMOVE(&up->queued, call, link);
 	}
 	call->cb(res, call->arg);
+	/* The form carries a signature: no copy of it outlives the call. */
+	OPENSSL_cleanse(call->form, call->form_len);
 	free(call->form);
 	free(call);
 	/* A connection was freed up or a broken one may go. */

@@ -38,6 +38,9 @@ UPSTREAM_TIMEOUT_MS = 1500
 LEASE_MS = 20000
 # Slack for a loaded 2-core machine on top of a timeout being measured.
 SLACK_S = 0.7
+# libevent arms timers from the time cached at the top of its loop turn,
+# so a timer may fire a few milliseconds before its nominal length.
+EARLY_S = 0.05
 
 
 def make_cert(directory, subject_alt_name):
@@ -195,7 +198,7 @@ class UpstreamSuite(GatewayCase):
         resp = self.post_order(valid_order(token), gw=CONTROL)
         took = time.monotonic() - start
         self.assertCreated(resp, token)
-        self.assertGreaterEqual(took, hold_ms / 1000.0)
+        self.assertGreaterEqual(took, hold_ms / 1000.0 - EARLY_S)
         self.assertEqual(self.mock.orders(), 1)
 
     # Certificates
@@ -218,7 +221,7 @@ class UpstreamSuite(GatewayCase):
         log("silent vendor given up after %.0f ms (connect timeout %d ms, "
             "call timeout %d ms)" % (took * 1000, CONNECT_TIMEOUT_MS,
                                      UPSTREAM_TIMEOUT_MS))
-        self.assertGreaterEqual(took, CONNECT_TIMEOUT_MS / 1000.0)
+        self.assertGreaterEqual(took, CONNECT_TIMEOUT_MS / 1000.0 - EARLY_S)
         self.assertLess(took, CONNECT_TIMEOUT_MS / 1000.0 + SLACK_S)
         self.assertGreaterEqual(len(self.silent.accepted), 1)
 
