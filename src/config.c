@@ -195,7 +195,7 @@ shown(const char *name, char out[SHOWN_NAME_SIZE])
 {
 	size_t	 i;
 
-	for (i = 0; name[i] != '\0' && i < NAME_MAX_LEN; i++)
+	for (i = 0; i < NAME_MAX_LEN && name[i] != '\0'; i++)
 		out[i] = (name[i] > ' ' && name[i] < 0x7f) ? name[i] : '?';
 	if (name[i] != '\0') {
 		memcpy(out + i, "...", 3);
