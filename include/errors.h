@@ -28,6 +28,7 @@ extern const struct api_error ERR_UNSUPPORTED_MEDIA_TYPE; /* 415 */
 extern const struct api_error ERR_IDEMPOTENCY_MISMATCH; /* 422 */
 extern const struct api_error ERR_UPSTREAM_REJECTED;	/* 422 */
 extern const struct api_error ERR_INTERNAL;		/* 500 */
+extern const struct api_error ERR_UNSUPPORTED_TRANSFER_ENCODING; /* 501 */
 extern const struct api_error ERR_UPSTREAM_UNAVAILABLE; /* 502 */
 extern const struct api_error ERR_UNAVAILABLE;		/* 503 */
 extern const struct api_error ERR_UPSTREAM_TIMEOUT;	/* 504 */

@@ -79,6 +79,7 @@ struct request {
 	bool			 is_problem;
 	bool			 is_final_failure;
 	bool			 is_replay;
+	bool			 is_closing;	/* Connection: close after */
 	int			 retry_after_s;	/* 0: no Retry-After */
 	const char		*allow;		/* Allow, with a 405 */
 	const char		*content_type;	/* NULL: JSON or problem */

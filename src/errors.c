@@ -60,6 +60,11 @@ const struct api_error ERR_INTERNAL = {
 	500, "internal", "Internal error",
 	"The gateway failed unexpectedly; the request was not sent upstream."
 };
+const struct api_error ERR_UNSUPPORTED_TRANSFER_ENCODING = {
+	501, "unsupported_transfer_encoding", "Unsupported transfer encoding",
+	"The only Transfer-Encoding accepted is a single chunked; send the "
+	"body with Content-Length or chunked. The connection is closed."
+};
 const struct api_error ERR_UPSTREAM_UNAVAILABLE = {
 	502, "upstream_unavailable", "Upstream unavailable",
 	"The vendor could not be reached or failed; retry with the same "

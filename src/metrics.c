@@ -17,7 +17,7 @@
 /* Every status the gateway itself answers; the rest count as "other". */
 static const int statuses[] = {
 	200, 201, 400, 401, 403, 404, 405, 409, 413, 415, 422,
-	500, 502, 503, 504,
+	500, 501, 502, 503, 504,
 };
 
 static const char *const outcomes[] = {

@@ -333,6 +333,7 @@ on_claim(const struct idem_claim *c, void *arg)
 		break;
 	case IDEM_UNAVAILABLE:
 		r->idem_outcome = "unavailable";
+		r->retry_after_s = r->w->cfg->idem_retry_after_s;
 		request_fail(r, &ERR_UNAVAILABLE, NULL);
 		break;
 	}
@@ -446,6 +447,21 @@ static const enum metrics_upstream answer_metric[] = {
 	[VENDOR_MALFORMED] = METRICS_UPSTREAM_MALFORMED,
 };
 
+/*
+ * After an unknown outcome the token stays ours until the lease ends, and
+ * a retry before then only gets 409: say when it is worth coming back.
+ */
+static int
+lease_retry_after_s(const struct request *r)
+{
+	int64_t	left_ms = r->lease_end_ms - util_mono_ms();
+	int	min_s = r->w->cfg->idem_retry_after_s;
+
+	if (left_ms <= (int64_t)min_s * 1000)
+		return min_s;
+	return (int)((left_ms + 999) / 1000);
+}
+
 /* What the vendor said decides what is stored and what the client sees. */
 static void
 on_answered(struct request *r, const struct upstream_result *res)
@@ -491,6 +507,7 @@ on_answered(struct request *r, const struct upstream_result *res)
 		    va.http_status);
 		/* A 2xx we cannot read may hide an order: keep the lease. */
 		if (va.http_status >= 200 && va.http_status < 300) {
+			r->retry_after_s = lease_retry_after_s(r);
 			set_problem(r, &ERR_UPSTREAM_UNAVAILABLE, NULL);
 			answer(r);
 			return;
@@ -540,7 +557,7 @@ on_sent(const struct upstream_result *res, void *arg)
 		    util_mono_ms() - r->sent_ms);
 		log_pack(LOG_WARN, "purchase", "upstream_timeout", "{s:s}",
 		    "req_id", r->id);
-		r->retry_after_s = r->w->cfg->idem_retry_after_s;
+		r->retry_after_s = lease_retry_after_s(r);
 		set_problem(r, &ERR_UPSTREAM_TIMEOUT, NULL);
 		answer(r);
 		break;
@@ -549,7 +566,7 @@ on_sent(const struct upstream_result *res, void *arg)
 		    util_mono_ms() - r->sent_ms);
 		log_pack(LOG_WARN, "purchase", "upstream_failed", "{s:s}",
 		    "req_id", r->id);
-		r->retry_after_s = r->w->cfg->idem_retry_after_s;
+		r->retry_after_s = lease_retry_after_s(r);
 		set_problem(r, &ERR_UPSTREAM_UNAVAILABLE, NULL);
 		answer(r);
 		break;

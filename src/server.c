@@ -82,6 +82,7 @@ reason_phrase(int status)
 	case 415: return "Unsupported Media Type";
 	case 422: return "Unprocessable Content";
 	case 500: return "Internal Server Error";
+	case 501: return "Not Implemented";
 	case 502: return "Bad Gateway";
 	case 503: return "Service Unavailable";
 	case 504: return "Gateway Timeout";
@@ -179,14 +180,59 @@ log_access(const struct request *r, enum evhttp_cmd_type method,
 	log_json(LOG_INFO, "server", "access", fields);
 }
 
+/*
+ * An answer handed to evhttp and not yet written. libevent reports the
+ * end of a write (the request's on_complete callback) only when it
+ * succeeds: a connection that fails mid-write, such as one the client
+ * reset, is freed without it. Its close callback then ends the wait, so
+ * the answer stops holding the drain either way.
+ */
+struct unflushed {
+	struct worker			*w;
+	struct evhttp_connection	*evcon;
+};
+
+static void
+unflushed_done(struct unflushed *u)
+{
+	struct worker	*w = u->w;
+
+	evhttp_connection_set_closecb(u->evcon, NULL, NULL);
+	free(u);
+	w->unflushed--;
+	maybe_stop(w);
+}
+
 static void
 on_flushed(struct evhttp_request *req, void *arg)
 {
-	struct worker	*w = arg;
-
 	(void)req;
-	w->unflushed--;
-	maybe_stop(w);
+	unflushed_done(arg);
+}
+
+static void
+on_unflushed_close(struct evhttp_connection *evcon, void *arg)
+{
+	(void)evcon;
+	unflushed_done(arg);
+}
+
+/* Counts the answer on req until it is written or its connection goes. */
+static void
+unflushed_add(struct worker *w, struct evhttp_request *req)
+{
+	struct evhttp_connection	*evcon;
+	struct unflushed		*u;
+
+	evcon = evhttp_request_get_connection(req);
+	if (evcon == NULL)
+		return;
+	u = xmalloc(sizeof(*u));
+	u->w = w;
+	u->evcon = evcon;
+	w->unflushed++;
+	evhttp_request_set_on_complete_cb(req, on_flushed, u);
+	evhttp_connection_set_closecb(evcon, on_unflushed_close, u);
 }
 
 void
@@ -222,7 +268,7 @@ request_respond(struct request *r, int status, bool is_problem, char *body)
 	if (r->allow != NULL)
 		(void)evhttp_add_header(headers, "Allow", r->allow);
 	/* Draining: clients should take their next request elsewhere. */
-	if (r->w->is_draining)
+	if (r->w->is_draining || r->is_closing)
 		(void)evhttp_add_header(headers, "Connection", "close");
 
 	/* HEAD: the length of the answer a GET would get, and no body. */
@@ -240,10 +286,7 @@ request_respond(struct request *r, int status, bool is_problem, char *body)
 	log_access(r, method, path != NULL ? path : "", status);
 	metrics_request(status, util_mono_ms() - r->started_ms);
 	/* Counted until written, so a drain does not cut the answer off. */
-	if (evhttp_request_get_connection(req) != NULL) {
-		r->w->unflushed++;
-		evhttp_request_set_on_complete_cb(req, on_flushed, r->w);
-	}
+	unflushed_add(r->w, req);
 	evhttp_send_reply(req, status, reason_phrase(status), out);
 	evbuffer_free(out);
 	r->req = NULL;
@@ -373,11 +416,25 @@ route_api(struct request *r, const char *path, enum evhttp_cmd_type method)
 	request_fail(r, &ERR_NOT_FOUND, NULL);
 }
 
+/*
+ * No Transfer-Encoding, or chunked. libevent itself refuses a list of
+ * codings and a repeated header (400) before the request reaches us.
+ */
+static bool
+is_known_framing(const struct evkeyvalq *headers)
+{
+	const char	*value;
+
+	value = evhttp_find_header(headers, "Transfer-Encoding");
+	return value == NULL || strcasecmp(value, "chunked") == 0;
+}
+
 static void
 on_request(struct evhttp_request *req, void *arg)
 {
 	struct worker		*w = arg;
 	struct request		*r = request_new(w, req);
+	struct evkeyvalq	*headers = evhttp_request_get_input_headers(req);
 	enum evhttp_cmd_type	 method = evhttp_request_get_command(req);
 	const char		*path;
 	size_t			 i;
@@ -390,9 +447,19 @@ on_request(struct evhttp_request *req, void *arg)
 	 * Conflicting framing headers are how requests get smuggled past a
 	 * proxy that reads them differently; libevent takes the first.
 	 */
-	if (header_count(evhttp_request_get_input_headers(req),
-	    "Content-Length") > 1) {
+	if (header_count(headers, "Content-Length") > 1) {
 		request_fail(r, &ERR_DUPLICATE_HEADER, NULL);
+		request_release(r);
+		return;
+	}
+	/*
+	 * libevent frames a body by chunked or Content-Length alone and
+	 * passes over any other Transfer-Encoding, so the body would be
+	 * read as the next request. Refuse it and close (RFC 9112, 6.1).
+	 */
+	if (!is_known_framing(headers)) {
+		r->is_closing = true;
+		request_fail(r, &ERR_UNSUPPORTED_TRANSFER_ENCODING, NULL);
 		request_release(r);
 		return;
 	}

@@ -17,11 +17,17 @@ cmake --build "$build" -j "$(nproc)" --target acr-gateway mock-upstream \
 
 tmp=$(mktemp -d)
 pids=""
+# Stops what was started, newest first: the gateway drains while Redis
+# and the mock are still there to finish its purchases.
 cleanup() {
+	reversed=""
 	for pid in $pids; do
-		kill "$pid" 2>/dev/null || true
+		reversed="$pid $reversed"
 	done
-	wait 2>/dev/null || true
+	for pid in $reversed; do
+		kill "$pid" 2>/dev/null || true
+		wait "$pid" 2>/dev/null || true
+	done
 	rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -45,9 +51,11 @@ wait_for_line() {
 	done
 }
 
+# Redis and the mock run in sessions of their own, so the Ctrl-C that
+# starts the gateway's drain does not stop them under it; cleanup does.
 # Redis: a throwaway instance, nothing on disk.
 redis_port=$(free_port)
-redis-server --port "$redis_port" --bind 127.0.0.1 --save "" \
+setsid redis-server --port "$redis_port" --bind 127.0.0.1 --save "" \
     --appendonly no --dir "$tmp" >"$tmp/redis.log" 2>&1 &
 pids="$pids $!"
 wait_for_line "$tmp/redis.log" "Ready to accept connections"
@@ -56,7 +64,7 @@ wait_for_line "$tmp/redis.log" "Ready to accept connections"
 openssl req -x509 -newkey rsa:2048 -nodes -keyout "$tmp/key.pem" \
     -out "$tmp/cert.pem" -days 2 -subj /CN=localhost \
     -addext "subjectAltName=IP:127.0.0.1,DNS:localhost" 2>/dev/null
-"$build/mock-upstream" --http-port 0 --https-port 0 \
+setsid "$build/mock-upstream" --http-port 0 --https-port 0 \
     --cert "$tmp/cert.pem" --key "$tmp/key.pem" \
     --access-key demo-access-key-id:demo-access-key-secret \
     >"$tmp/mock.out" 2>"$tmp/mock.log" &
@@ -107,6 +115,7 @@ curl -sS -i "http://127.0.0.1:$port/v1/instances" \
          "instance_name": "demo-registry", "region": "cn-shanghai",
          "default_oss_bucket": true, "period": 12}'
 echo
+echo "API key for more requests: demo-key-team-a (tenant team-a)"
 echo "gateway log: $tmp/gateway.log; Ctrl-C stops everything"
 tail -f "$tmp/gateway.log" &
 pids="$pids $!"
