@@ -44,6 +44,13 @@ API_KEY_A = "key-team-a-0123456789"
 API_KEY_B = "key-team-b-0123456789"
 ACCESS_KEY_ID = "testid"
 ACCESS_KEY_SECRET = "testsecret-NOT-REAL-123"
+# A third tenant buys through an account that also sends an STS
+# SecurityToken. The mock knows one access key, so this account signs with
+# it too; only the token sets it apart. The token holds characters the
+# form must percent-encode, so a log scan must look for its encoded forms.
+API_KEY_C = "key-team-c-0123456789"
+STS_TENANT = "team-c"
+SECURITY_TOKEN = "CAIS-sts-NOT-REAL/Token+Value=="
 KEY_PREFIX = "acrgw:"
 
 # Redis cannot be told to pick its own port and report it, so ports are
@@ -67,7 +74,7 @@ SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
 
 # Log fields that must never exist, whatever their value.
 FORBIDDEN_LOG_FIELDS = ("signature", "authorization", "api_key",
-                        "access_key_secret", "secret")
+                        "access_key_secret", "secret", "security_token")
 
 
 def log(msg):
@@ -662,12 +669,18 @@ class Env:
             "log": {"level": "info"},
             "accounts": {"main": {"site": "cn",
                                   "access_key_id": ACCESS_KEY_ID,
-                                  "access_key_secret": ACCESS_KEY_SECRET}},
+                                  "access_key_secret": ACCESS_KEY_SECRET},
+                         "sts": {"site": "cn",
+                                 "access_key_id": ACCESS_KEY_ID,
+                                 "access_key_secret": ACCESS_KEY_SECRET,
+                                 "security_token": SECURITY_TOKEN}},
             "tenants": {"team-a": {"account": "main"},
-                        "team-b": {"account": "main"}},
+                        "team-b": {"account": "main"},
+                        STS_TENANT: {"account": "sts"}},
             "api_keys": [
                 {"tenant": "team-a", "sha256": sha256_hex(API_KEY_A)},
                 {"tenant": "team-b", "sha256": sha256_hex(API_KEY_B)},
+                {"tenant": STS_TENANT, "sha256": sha256_hex(API_KEY_C)},
             ],
         }
 
@@ -679,7 +692,10 @@ class Env:
         return gw
 
     def forbidden_texts(self):
-        texts = {API_KEY_A, API_KEY_B, ACCESS_KEY_SECRET, "Signature="}
+        texts = {API_KEY_A, API_KEY_B, API_KEY_C, ACCESS_KEY_SECRET,
+                 "Signature="}
+        # The STS token in every form a form-encoded call could show it.
+        texts.update(signature_forms(SECURITY_TOKEN))
         for signature in self.mock.signatures:
             if len(signature) >= 8:
                 texts.update(signature_forms(signature))

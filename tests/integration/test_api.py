@@ -17,8 +17,8 @@ import urllib.parse
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import harness  # noqa: E402
-from harness import (API_KEY_A, API_KEY_B, DROP, GatewayCase,  # noqa: E402
-                     new_token, valid_order, wait_until)
+from harness import (API_KEY_A, API_KEY_B, API_KEY_C, DROP,  # noqa: E402
+                     GatewayCase, new_token, valid_order, wait_until)
 
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -88,6 +88,9 @@ BAD_ROWS = [
      {}, TOKEN_FIELDS),
     ("client_token_is_not_ascii", order(client_token="tok\u00e9n"), {},
      TOKEN_FIELDS),
+    # DEL is ASCII but not printable.
+    ("client_token_has_a_del_character", order(client_token="tok\x7fen"),
+     {}, TOKEN_FIELDS),
     ("header_token_disagrees_with_body_token",
      order(client_token="token-in-body"), {HDR: "token-in-header"},
      HEADER_TOKEN_FIELDS),
@@ -95,6 +98,12 @@ BAD_ROWS = [
      {HDR: "tok en"}, HEADER_TOKEN_FIELDS),
     ("header_token_has_65_characters", order(client_token=DROP),
      {HDR: "h" * 65}, HEADER_TOKEN_FIELDS),
+    # An empty header is a bad token, not an absent one, whether or not
+    # the body carries a token too.
+    ("header_token_is_empty", order(client_token=DROP), {HDR: ""},
+     HEADER_TOKEN_FIELDS),
+    ("header_token_is_empty_beside_a_body_token", order(), {HDR: ""},
+     HEADER_TOKEN_FIELDS),
 
     # instance_type
     ("instance_type_is_missing", order(instance_type=DROP), {},
@@ -141,6 +150,7 @@ BAD_ROWS = [
     ("region_starts_with_hyphen", order(region="-cn"), {}, {"region"}),
     ("region_has_uppercase", order(region="CN-Shanghai"), {}, {"region"}),
     ("region_has_underscore", order(region="cn_shanghai"), {}, {"region"}),
+    ("region_has_an_empty_part", order(region="cn--x"), {}, {"region"}),
     ("region_has_33_characters", order(region="cn-" + "a" * 30), {},
      {"region"}),
 
@@ -235,6 +245,13 @@ BAD_ROWS = [
                                  renew_period=10), {}, {"renew_period"}),
     ("renew_period_is_zero", order(renewal_status="AutoRenewal",
                                    renew_period=0), {}, {"renew_period"}),
+    ("renew_period_is_13", order(renewal_status="AutoRenewal",
+                                 renew_period=13), {}, {"renew_period"}),
+    ("renew_period_is_72", order(renewal_status="AutoRenewal",
+                                 renew_period=72), {}, {"renew_period"}),
+    ("renew_period_is_negative", order(renewal_status="AutoRenewal",
+                                       renew_period=-12), {},
+     {"renew_period"}),
     ("renew_period_is_a_string", order(renewal_status="AutoRenewal",
                                        renew_period="12"), {},
      {"renew_period"}),
@@ -676,6 +693,24 @@ class ApiSuite(GatewayCase):
         self.assertIn(p.get("RenewalStatus"), (None, "ManualRenewal"))
         self.assertEqual(p.get("Period"), "12")
 
+    def test_sts_account_sends_its_security_token(self):
+        # team-c's account carries an STS token: it travels with the call
+        # and is signed with the rest (the mock checks the signature over
+        # every parameter, so a 201 shows it was). An account without
+        # one sends no SecurityToken at all, not an empty one.
+        body = order()
+        resp = self.post_order(body, key=API_KEY_C)
+        self.assertCreated(resp, body["client_token"])
+        p = self.mock.stats()["last_params"]
+        self.assertEqual(p.get("SecurityToken"), harness.SECURITY_TOKEN)
+        self.assertEqual(p.get("AccessKeyId"), harness.ACCESS_KEY_ID)
+        line = self.access_line(resp.headers["x-request-id"])
+        self.assertEqual(line.get("tenant"), harness.STS_TENANT, line)
+
+        self.assertCreated(self.post_order(order(), key=API_KEY_A))
+        self.assertNotIn("SecurityToken", self.mock.stats()["last_params"])
+        self.assertEqual(self.mock.orders(), 2)
+
     def test_upstream_client_token_differs_per_tenant(self):
         body = order()
         self.assertCreated(self.post_order(body, key=API_KEY_A))
@@ -689,6 +724,25 @@ class ApiSuite(GatewayCase):
         tokens = self.mock.stats()["tokens"]
         self.assertEqual(tokens.get(token_a), 1)
         self.assertEqual(tokens.get(token_b), 1)
+
+    # The vendor connection
+
+    def test_purchases_in_turn_reuse_kept_alive_vendor_connections(self):
+        # Each worker keeps its vendor connections alive: calls made one
+        # after another open at most one connection per worker, not one
+        # per call. (Connections left open by earlier tests are not
+        # counted after the reset, so fewer than workers is fine.)
+        workers = int(self.gw().config["server"]["workers"])
+        count = 8
+        self.assertGreater(count, workers)
+        for _ in range(count):
+            body = order()
+            self.assertCreated(self.post_order(body), body["client_token"])
+        stats = self.mock.stats()
+        self.assertEqual(stats["orders"], count)
+        self.assertEqual(stats["calls"], count)
+        self.assertLessEqual(stats["connections"]["https"], workers,
+                             stats["connections"])
 
     # The record of a request
 
@@ -708,6 +762,52 @@ class ApiSuite(GatewayCase):
         self.assertEqual(resp.body["result"]["body"], created.body)
 
     # Logs
+
+    def access_line(self, req_id, timeout=5.0):
+        """The access line of req_id; it may land just after the answer."""
+        gw = self.gw()
+
+        def find():
+            for obj in gw.access_lines():
+                if obj.get("req_id") == req_id:
+                    return obj
+            return None
+
+        return wait_until(find, timeout, "the access line of %s" % req_id)
+
+    def test_access_lines_carry_tenant_outcome_and_vendor_ids(self):
+        # What an operator needs to follow one purchase: who asked, how it
+        # ended, how long it took, whether it was a replay, and the ids to
+        # quote to the vendor.
+        body = order()
+        created = self.post_order(body)
+        self.assertCreated(created, body["client_token"])
+        replay = self.post_order(body)
+        self.assertEqual(replay.status, 201, replay.body)
+        self.assertReplayed(replay)
+
+        first = self.access_line(created.headers["x-request-id"])
+        second = self.access_line(replay.headers["x-request-id"])
+        for line in (first, second):
+            self.assertEqual(line.get("tenant"), "team-a", line)
+            self.assertEqual(line.get("status"), 201, line)
+            self.assertEqual(line.get("method"), "POST", line)
+            self.assertEqual(line.get("path"), "/v1/instances", line)
+            self.assertIs(type(line.get("latency_ms")), int, line)
+            self.assertGreaterEqual(line["latency_ms"], 0, line)
+
+        self.assertEqual(first.get("idempotency"), "fresh", first)
+        self.assertEqual(first.get("upstream_status"), 200, first)
+        self.assertEqual(first.get("upstream_request_id"),
+                         created.body["upstream_request_id"], first)
+
+        # The replay made no vendor call: no vendor status of its own, and
+        # any vendor id it names is the original's.
+        self.assertEqual(second.get("idempotency"), "replayed", second)
+        self.assertNotIn("upstream_status", second)
+        self.assertIn(second.get("upstream_request_id"),
+                      (None, created.body["upstream_request_id"]), second)
+        self.assertEqual(self.mock.calls(), 1)
 
     def test_logs_hold_no_secrets_and_one_access_line_per_request(self):
         sent = []

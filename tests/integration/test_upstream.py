@@ -10,6 +10,9 @@ Gateways, one per way the connection can fail, share one Redis:
   1  the mock, under a CA it does not chain to
   2  a second mock whose certificate names another host
   3  a listener that accepts and never says a word
+  4  the misnamed mock of 2, dialled by the name localhost
+  5  a third mock whose certificate names only localhost, dialled by
+     that name                                the control of 4
 
 A call that timed out after it left keeps its lease: test_idempotency.py
 covers that against the mock.
@@ -29,7 +32,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 from harness import GatewayCase, log, new_token, valid_order  # noqa: E402
 
-CONTROL, WRONG_CA, WRONG_NAME, SILENT = range(4)
+CONTROL, WRONG_CA, WRONG_NAME, SILENT, DNS_WRONG_NAME, DNS_CONTROL = \
+    range(6)
 
 CONNECT_TIMEOUT_MS = 300
 UPSTREAM_TIMEOUT_MS = 1500
@@ -105,6 +109,7 @@ class UpstreamSuite(GatewayCase):
         env = cls.env
         cls.silent = None
         cls.other_mock = None
+        cls.dns_mock = None
         try:
             cls._start_broken_gateways(env)
         except BaseException:
@@ -125,18 +130,32 @@ class UpstreamSuite(GatewayCase):
         cls.other_mock = harness.Mock(misnamed, cert, key)
         cls.other_mock.start()
 
-        cls.silent = SilentListener()
-        log("other mock https :%d, silent listener :%d"
-            % (cls.other_mock.https_port, cls.silent.port))
+        # Named only by its DNS name, so a match can only come from the
+        # host name the gateway dialled, not from its address.
+        by_name = os.path.join(env.tmp, "by-name")
+        os.mkdir(by_name)
+        dns_cert, dns_key = make_cert(by_name, "DNS:localhost")
+        cls.dns_mock = harness.Mock(by_name, dns_cert, dns_key)
+        cls.dns_mock.start()
 
-        def url(port):
-            return "https://127.0.0.1:%d" % port
+        cls.silent = SilentListener()
+        log("other mock https :%d, localhost mock https :%d, silent "
+            "listener :%d" % (cls.other_mock.https_port,
+                              cls.dns_mock.https_port, cls.silent.port))
+
+        def url(port, host="127.0.0.1"):
+            return "https://%s:%d" % (host, port)
 
         variants = [
             {"upstream": {"ca_file": other_ca}},
             {"upstream": {"url": url(cls.other_mock.https_port),
                           "ca_file": cert}},
             {"upstream": {"url": url(cls.silent.port)}},
+            {"upstream": {"url": url(cls.other_mock.https_port,
+                                     "localhost"),
+                          "ca_file": cert}},
+            {"upstream": {"url": url(cls.dns_mock.https_port, "localhost"),
+                          "ca_file": dns_cert}},
         ]
         for variant in variants:
             env.start_gateway(harness.deep_merge(cls.OVERRIDES, variant))
@@ -147,6 +166,13 @@ class UpstreamSuite(GatewayCase):
             cls.silent.close()
         if cls.other_mock is not None:
             cls.other_mock.stop()
+        if cls.dns_mock is not None:
+            # Its calls carried signatures too: hand them to the log scan,
+            # which knows only the suite's own mock.
+            cls.dns_mock.collect_signatures()
+            cls.env.mock.signatures.update(cls.dns_mock.signatures)
+            cls.env.mock.forgotten_calls += cls.dns_mock.forgotten()
+            cls.dns_mock.stop()
 
     @classmethod
     def tearDownClass(cls):
@@ -156,6 +182,7 @@ class UpstreamSuite(GatewayCase):
     def setUp(self):
         super().setUp()
         self.other_mock.reset()
+        self.dns_mock.reset()
 
     # Helpers
 
@@ -212,6 +239,30 @@ class UpstreamSuite(GatewayCase):
         took = self.assertNotSentAndFreed(WRONG_NAME)
         self.assertEqual(self.other_mock.calls(), 0)
         log("wrong host name refused in %.0f ms" % (took * 1000))
+
+    # Certificates checked by DNS name: the upstream url names a host that
+    # the gateway resolves (evdns, from /etc/hosts) and then verifies.
+
+    def test_certificate_for_another_dns_name_is_refused_before_sending(
+            self):
+        took = self.assertNotSentAndFreed(DNS_WRONG_NAME)
+        self.assertEqual(self.other_mock.calls(), 0)
+        # Refused by the certificate check, so the name did resolve and
+        # connect: not a lookup failure that would look the same to a
+        # client.
+        tls = [o.get("openssl", "") for o in self.gw(DNS_WRONG_NAME)
+               .log_lines() if o.get("event") == "upstream_tls_error"]
+        self.assertTrue(any("certificate verify failed" in t for t in tls),
+                        tls)
+        log("wrong DNS name refused in %.0f ms" % (took * 1000))
+
+    def test_certificate_for_the_dialled_dns_name_creates_the_order(self):
+        token = new_token()
+        self.assertCreated(self.post_order(valid_order(token),
+                                           gw=DNS_CONTROL), token)
+        self.assertEqual(self.dns_mock.orders(), 1)
+        self.assertEqual(self.dns_mock.calls(), 1)
+        self.assertEqual(self.mock.calls(), 0)
 
     # Connecting
 
