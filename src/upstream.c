@@ -303,6 +303,12 @@ log_tls_errors(struct upstream_conn *conn)
 	if (conn->bev == NULL)
 		return;
 	while ((code = bufferevent_get_openssl_error(conn->bev)) != 0) {
+		/*
+		 * libevent queues SSL_get_error()'s result (SSL_ERROR_SSL,
+		 * ...) beside the library's codes; it reads as noise.
+		 */
+		if (ERR_GET_LIB(code) == 0)
+			continue;
 		ERR_error_string_n(code, text, sizeof(text));
 		log_pack(LOG_WARN, "upstream", "upstream_tls_error",
 		    "{s:s}", "openssl", text);
