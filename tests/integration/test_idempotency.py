@@ -22,8 +22,8 @@ import urllib.parse
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import harness  # noqa: E402
-from harness import (API_KEY_A, API_KEY_B, GatewayCase, log,  # noqa: E402
-                     new_token, valid_order, wait_until)
+from harness import (API_KEY_A, API_KEY_B, GatewayCase,  # noqa: E402
+                     deep_merge, log, new_token, valid_order, wait_until)
 
 GATEWAYS = 3
 LEASE_MS = 3000
@@ -33,6 +33,37 @@ UPSTREAM_TIMEOUT_MS = 1500
 CONCURRENT = 200
 DISTINCT = 1000
 POOL_WORKERS = 32
+
+# The Redis budget under test. The issue asks for "tens of milliseconds"
+# and the product default is 50; the harness gives every suite 200 so slow
+# sanitizer builds never trip it, so this suite sets a real figure and ties
+# the Redis-down asserts to it. Not 50: with 50, the 1,000-token flood and
+# the 200 Prefer: wait duplicates got spurious 503s on a 2-core box under
+# ASan with other work running (2 of 7 runs; up to 66 503s in one, as a
+# timed-out command drops the worker's connection and fails every command
+# queued behind it; one such 503 logged latency_ms 13 against the 50 ms
+# budget). 75 gave no timeout at all in 6 runs in the same conditions.
+REDIS_BUDGET_MS = 75
+# Room above the budget for what is not Redis: a connection, the request
+# parsed and answered, the client's thread scheduled, on two cores shared
+# with four ASan gateways (the hung case measured budget + 2 to 9 ms).
+REDIS_SLACK_MS = 150
+# A timer armed from libevent's cached clock may fire a few ms early.
+TIMER_EARLY_MS = 5
+
+OVERRIDES = {"redis": {"command_timeout_ms": REDIS_BUDGET_MS}}
+
+# One more gateway, for the Prefer: wait cap: a duplicate may wait at most
+# WAIT_MAX_S. Not for the whole suite, as the Prefer: wait tests above rely
+# on the 20 s cap. Its longer upstream timeout (and the lease, which must
+# outlive it) lets the first call stay upstream well past the cap, so the
+# waiter's 409 cannot be confused with the first call's end.
+WAIT_MAX_S = 1
+CAPPED_UPSTREAM_TIMEOUT_MS = 6000
+CAPPED_OVERRIDES = {
+    "idempotency": {"wait_max_s": WAIT_MAX_S, "lease_ms": 10000},
+    "upstream": {"timeout_ms": CAPPED_UPSTREAM_TIMEOUT_MS},
+}
 
 
 def percentile(values, p):
@@ -52,6 +83,19 @@ def latency_summary(latencies_s):
 
 class IdempotencySuite(GatewayCase):
     GATEWAYS = GATEWAYS
+    OVERRIDES = OVERRIDES
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        # Started with the others so setUp keeps it ready and the
+        # teardown scans its log like theirs.
+        try:
+            cls.capped = cls.env.start_gateway(
+                deep_merge(OVERRIDES, CAPPED_OVERRIDES)).index
+        except BaseException:
+            cls.env.close()
+            raise
 
     # Helpers
 
@@ -126,6 +170,10 @@ class IdempotencySuite(GatewayCase):
                      stats["calls"], latency_summary([t for _, t in results])))
         self.assertEqual(set(statuses) - {201, 409}, set(), statuses)
         self.assertEqual(stats["orders"], 1)
+        # The mock makes one order per ClientToken whatever it is sent, so
+        # only the call count shows that no duplicate reached the vendor.
+        self.assertEqual(stats["calls"], 1)
+        self.assertEqual(list(stats["tokens"].values()), [1])
         self.assertEqual(originals, 1)
         self.assertEqual(instance_ids, {self.mock.committed_instance(
             stats["last_params"].get("ClientToken"))})
@@ -156,6 +204,8 @@ class IdempotencySuite(GatewayCase):
         self.assertEqual(len(instance_ids), 1)
         self.assertEqual(replays, CONCURRENT - 1)
         self.assertEqual(stats["orders"], 1)
+        self.assertEqual(stats["calls"], 1)
+        self.assertEqual(list(stats["tokens"].values()), [1])
 
     # 2. A flood of distinct tokens, each sent twice
 
@@ -177,6 +227,9 @@ class IdempotencySuite(GatewayCase):
 
         statuses = {}
         created = {}
+        # Per token: its answers as "original" (a 201 that is not a
+        # replay), "replay" (201 with Idempotent-Replayed) or "409".
+        answers = {t: [] for t in tokens}
         failures = []
         for token, (resp, _) in results:
             if isinstance(resp, Exception):
@@ -186,10 +239,20 @@ class IdempotencySuite(GatewayCase):
             if resp.status == 201:
                 created.setdefault(token, set()).add(
                     resp.body["instance_id"])
+                answers[token].append(
+                    "replay" if resp.headers.get("idempotent-replayed") ==
+                    "true" else "original")
+            elif resp.status == 409:
+                self.assertProblem(resp, 409, "request_in_progress")
+                answers[token].append("409")
         stats = self.mock.stats()
+        kinds = {}
+        for got in answers.values():
+            key = "+".join(sorted(got))
+            kinds[key] = kinds.get(key, 0) + 1
         log("distinct x%d twice: %.1f s (%.0f req/s), statuses %s, "
-            "orders %d, calls %d, %s"
-            % (DISTINCT, elapsed, len(jobs) / elapsed, statuses,
+            "answer pairs %s, orders %d, calls %d, %s"
+            % (DISTINCT, elapsed, len(jobs) / elapsed, statuses, kinds,
                stats["orders"], stats["calls"],
                latency_summary([t for _, (_, t) in results])))
         self.assertEqual(failures, [])
@@ -197,7 +260,19 @@ class IdempotencySuite(GatewayCase):
         self.assertEqual(stats["orders"], DISTINCT)
         self.assertEqual(len(created), DISTINCT)
         self.assertTrue(all(len(ids) == 1 for ids in created.values()))
+        # The mock makes one order per ClientToken however often it is
+        # called, so orders alone cannot see a double send: every token
+        # must have reached the vendor exactly once.
+        self.assertEqual(stats["calls"], DISTINCT)
         self.assertEqual(len(stats["tokens"]), DISTINCT)
+        self.assertEqual({t: n for t, n in stats["tokens"].items() if n != 1},
+                         {})
+        # And each client saw one original answer; its duplicate was a
+        # replay of it or, while it was still upstream, a 409.
+        odd = {t: got for t, got in answers.items()
+               if sorted(got) not in (["original", "replay"],
+                                      ["409", "original"])}
+        self.assertEqual(odd, {})
 
     # 3. Upstream timeout, then a retry after the lease
 
@@ -315,35 +390,61 @@ class IdempotencySuite(GatewayCase):
 
     # 7. Redis unreachable
 
-    def test_redis_stopped_is_503_within_budget_and_no_order(self):
-        self.redis.stop()
-        try:
-            took = []
-            for gw in range(GATEWAYS):
-                resp, t = self.timed_post(valid_order(), gw=gw)
-                self.assertNotIsInstance(resp, Exception, repr(resp))
-                self.assertProblem(resp, 503, "unavailable")
-                took.append(t)
-            log("redis stopped: 503 in %s" % latency_summary(took))
-            self.assertLess(max(took), 1.0)
-            self.assertEqual(self.mock.calls(), 0)
-        finally:
-            self.redis.start()
+    # Two rounds over the three gateways: the first finds each worker's
+    # Redis connection as it was, the second after the gateway noticed the
+    # trouble (a refused or dropped connection, then a reconnect).
+    REDIS_DOWN_ROUNDS = 2
 
-    def test_redis_hung_is_503_within_budget_and_no_order(self):
-        # A stopped process keeps its socket open: the gateway must give
-        # up on its own command timeout, not on a refused connection.
-        self.redis.proc.send_signal(signal.SIGSTOP)
-        try:
-            took = []
+    def redis_down_posts(self):
+        took = []
+        for _ in range(self.REDIS_DOWN_ROUNDS):
             for gw in range(GATEWAYS):
                 resp, t = self.timed_post(valid_order(), gw=gw, timeout=10.0)
                 self.assertNotIsInstance(resp, Exception, repr(resp))
                 self.assertProblem(resp, 503, "unavailable")
                 took.append(t)
-            log("redis hung: 503 in %s" % latency_summary(took))
-            self.assertLess(max(took), 1.0)
+        return took
+
+    def test_redis_stopped_is_503_within_budget_and_no_order(self):
+        # Fail closed: a refused connection is known at once, so every
+        # answer comes inside the budget (plus the slack for the rest of
+        # the request), and nothing reaches the vendor.
+        self.redis.stop()
+        try:
+            took = self.redis_down_posts()
+            log("redis stopped (budget %d ms): 503 in %s"
+                % (REDIS_BUDGET_MS, latency_summary(took)))
+            self.assertLess(max(took) * 1000, REDIS_BUDGET_MS + REDIS_SLACK_MS)
             self.assertEqual(self.mock.calls(), 0)
+        finally:
+            self.redis.start()
+
+    def test_redis_hung_is_503_after_the_budget_and_no_order(self):
+        # A stopped process keeps its socket open and even accepts new
+        # connections (the kernel completes them), so the gateway can only
+        # give up on its own command budget: the 503 comes no sooner than
+        # the budget, proving it waited for Redis, and not much later,
+        # proving the budget is what ended the wait.
+        seen = [len(self.gw(i).log_lines()) for i in range(GATEWAYS)]
+        self.redis.proc.send_signal(signal.SIGSTOP)
+        try:
+            took = self.redis_down_posts()
+            log("redis hung (budget %d ms): 503 in %s"
+                % (REDIS_BUDGET_MS, latency_summary(took)))
+            self.assertGreaterEqual(min(took) * 1000,
+                                    REDIS_BUDGET_MS - TIMER_EARLY_MS)
+            self.assertLess(max(took) * 1000, REDIS_BUDGET_MS + REDIS_SLACK_MS)
+            self.assertEqual(self.mock.calls(), 0)
+            # The timings alone would pass a gateway still on the
+            # harness's 200 ms; each gateway's log names the budget it
+            # gave up on, and that must be this suite's.
+            for i in range(GATEWAYS):
+                budgets = [o.get("budget_ms")
+                           for o in self.gw(i).log_lines()[seen[i]:]
+                           if o.get("event") == "redis_command_timeout"]
+                self.assertTrue(budgets, "gateway %d logged no "
+                                "redis_command_timeout" % i)
+                self.assertEqual(set(budgets), {REDIS_BUDGET_MS}, i)
         finally:
             self.redis.proc.send_signal(signal.SIGCONT)
 
@@ -397,6 +498,113 @@ class IdempotencySuite(GatewayCase):
         client.join(10.0)
         self.assertCreated(first["r"][0])
         self.assertEqual(self.mock.calls(), 1)
+
+    def test_prefer_wait_is_capped_by_wait_max_s_and_then_409(self):
+        # A client may ask to wait 10 s; the gateway holds it at most
+        # idempotency.wait_max_s (1 s on this gateway), then answers 409
+        # with Retry-After while the first call is still upstream.
+        body = valid_order()
+        delay_ms = 3000
+        self.mock.fail(count=1, delay_ms=delay_ms, commit=True)
+        first = {}
+        client = threading.Thread(
+            target=lambda: first.update(r=self.timed_post(body,
+                                                          gw=self.capped)),
+            daemon=True)
+        client.start()
+        self.mock.wait_calls(1, timeout=5.0)
+
+        held, took = self.timed_post(body, gw=self.capped,
+                                     headers={"Prefer": "wait=10"})
+        first_done_at_409 = "r" in first
+        log("Prefer: wait=10 capped by wait_max_s=%d: %r after %.0f ms"
+            % (WAIT_MAX_S, getattr(held, "status", held), took * 1000))
+        self.assertNotIsInstance(held, Exception, repr(held))
+        self.assertProblem(held, 409, "request_in_progress")
+        self.assertTrue(held.headers.get("retry-after", "").isdigit(),
+                        held.headers)
+        self.assertGreaterEqual(int(held.headers["retry-after"]), 1)
+        # It did wait, up to the cap, and no longer than the cap needs.
+        self.assertGreaterEqual(took, WAIT_MAX_S - 0.05)
+        self.assertLess(took, WAIT_MAX_S + 1.0)
+        self.assertFalse(first_done_at_409,
+                         "the first call ended before the waiter's 409")
+
+        client.join(delay_ms / 1000.0 + 10.0)
+        self.assertFalse(client.is_alive())
+        original = first["r"][0]
+        self.assertNotIsInstance(original, Exception, repr(original))
+        self.assertCreated(original, body["client_token"])
+        self.assertNotReplayed(original)
+        stats = self.mock.stats()
+        self.assertEqual(stats["orders"], 1)
+        self.assertEqual(stats["calls"], 1)
+
+    # The vendor's idempotency answers
+
+    def test_vendor_idempotent_processing_is_resent_with_same_token(self):
+        # IdempotentProcessing: the vendor is still working on this
+        # ClientToken. The gateway waits and sends again with the same
+        # upstream ClientToken, under a new nonce and so a new signature
+        # (the vendor refuses a nonce it has seen), and the second answer
+        # is the order. The planned failure creates nothing.
+        self.mock.fail(count=1, status=400, code="IdempotentProcessing")
+        body = valid_order()
+        resp, took = self.timed_post(body, gw=0)
+        self.assertNotIsInstance(resp, Exception, repr(resp))
+        self.assertCreated(resp, body["client_token"])
+        self.assertNotReplayed(resp)
+
+        stats = self.mock.stats()
+        recent = stats["recent"]
+        log("IdempotentProcessing: 201 after %.0f ms, %d calls"
+            % (took * 1000, stats["calls"]))
+        self.assertEqual(stats["calls"], 2)
+        self.assertEqual(len(recent), 2)
+        upstream_token = recent[0]["client_token"]
+        self.assertTrue(upstream_token)
+        self.assertEqual(recent[1]["client_token"], upstream_token)
+        self.assertNotEqual(recent[0]["nonce"], recent[1]["nonce"])
+        self.assertNotEqual(recent[0]["signature"], recent[1]["signature"])
+        self.assertEqual(stats["tokens"], {upstream_token: 2})
+        self.assertEqual(stats["orders"], 1)
+        self.assertEqual(resp.body["instance_id"],
+                         self.mock.committed_instance(upstream_token))
+        # "Wait" and resend: not at once, which would only hammer a vendor
+        # that just said it is busy (the gateway's first pause is 250 ms).
+        self.assertGreaterEqual(took, 0.2)
+
+        again = self.post_order(body, gw=1)
+        self.assertEqual(again.status, 201, again.body)
+        self.assertReplayed(again)
+        self.assertEqual(again.body, resp.body)
+        self.assertEqual(self.mock.calls(), 2)
+
+    def test_vendor_idempotent_failed_is_final_stored_and_replayed(self):
+        # IdempotentFailed: the vendor's earlier processing of this
+        # ClientToken failed for good. Resending cannot change that, so
+        # it is a final 422, stored and replayed, with no second call.
+        self.mock.fail(count=1, status=400, code="IdempotentFailed")
+        body = valid_order()
+        rejected = self.post_order(body, gw=0)
+        self.assertProblem(rejected, 422, "upstream_rejected")
+        self.assertEqual(rejected.body.get("vendor_code"), "IdempotentFailed")
+        self.assertNotReplayed(rejected)
+        self.assertEqual(self.mock.calls(), 1)
+
+        record = self.request("GET", self.record_path(body["client_token"]),
+                              headers=harness.bearer(API_KEY_A), gw=1)
+        self.assertEqual(record.status, 200, record.body)
+        self.assertEqual(record.body["state"], "failed_final")
+        self.assertEqual(record.body["result"]["status"], 422)
+
+        again = self.post_order(body, gw=2)
+        self.assertEqual(again.status, 422, again.body)
+        self.assertReplayed(again)
+        self.assertEqual(again.body, rejected.body)
+        stats = self.mock.stats()
+        self.assertEqual(stats["calls"], 1)
+        self.assertEqual(stats["orders"], 0)
 
     # The request record
 
