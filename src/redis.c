@@ -21,12 +21,19 @@
 
 #define RECONNECT_MIN_MS	50
 #define RECONNECT_MAX_MS	1000
+/*
+ * A command still unanswered this long (or its budget, if longer) means
+ * Redis is hung or the link is dead rather than slow for a moment: the
+ * connection is dropped and everything queued on it fails at once.
+ */
+#define STALL_MIN_MS		1000
 
 struct redis_cmd {
 	struct redis		*r;
 	redis_reply_cb		*cb;
 	void			*arg;
 	struct event		 timer;
+	int64_t			 sent_ms;	/* monotonic */
 	/* The caller has had its one callback (reply or budget spent). */
 	bool			 is_answered;
 	/* hiredis holds this command and will call on_reply exactly once. */
@@ -278,17 +285,40 @@ on_reply(redisAsyncContext *ac, void *reply, void *arg)
 	cmd_free(cmd);
 }
 
+static int
+stall_ms(const struct redis *r)
+{
+	return r->command_timeout_ms > STALL_MIN_MS ? r->command_timeout_ms :
+	    STALL_MIN_MS;
+}
+
+/* The oldest command hiredis still holds has waited past the limit. */
+static bool
+is_stalled(const struct redis *r)
+{
+	const struct redis_cmd	*cmd;
+
+	TAILQ_FOREACH(cmd, &r->cmds, link) {
+		if (cmd->is_in_hiredis)
+			return util_mono_ms() - cmd->sent_ms >= stall_ms(r);
+	}
+	return false;
+}
+
 /*
- * The budget ran out, or the command never reached hiredis. A command
- * still inside hiredis means Redis is stalled or the link is dead: drop the
- * connection so everything queued behind it fails now instead of piling
- * up, and reconnect.
+ * The budget ran out, or the command never reached hiredis. The caller
+ * gets its NULL now and a late reply is dropped when it comes (on_reply),
+ * so one slow moment fails only the commands it made late, not all those
+ * queued behind them. The timer then waits for the stall limit: a
+ * connection still silent by then is dropped, which fails the rest at
+ * once, and reconnected.
  */
 static void
 on_cmd_timer(evutil_socket_t fd, short what, void *arg)
 {
 	struct redis_cmd	*cmd = arg;
 	struct redis		*r = cmd->r;
+	int64_t			 waited_ms;
 
 	(void)fd;
 	(void)what;
@@ -298,12 +328,22 @@ on_cmd_timer(evutil_socket_t fd, short what, void *arg)
 		return;
 	}
 
-	log_pack(LOG_WARN, "redis", "redis_command_timeout", "{s:s, s:i, s:i}",
-	    "host", r->host, "port", r->port, "budget_ms",
-	    r->command_timeout_ms);
-	cmd_answer(cmd, NULL);
-	/* hiredis calls on_reply for cmd, which frees it: do not touch it. */
-	drop_connection(r);
+	if (!cmd->is_answered) {
+		log_pack(LOG_WARN, "redis", "redis_command_timeout",
+		    "{s:s, s:i, s:i}", "host", r->host, "port", r->port,
+		    "budget_ms", r->command_timeout_ms);
+		cmd_answer(cmd, NULL);
+	}
+	if (is_stalled(r)) {
+		log_pack(LOG_WARN, "redis", "redis_stalled", "{s:s, s:i, s:i}",
+		    "host", r->host, "port", r->port, "stall_ms", stall_ms(r));
+		/* hiredis calls on_reply for each command, which frees it. */
+		drop_connection(r);
+		return;
+	}
+	waited_ms = util_mono_ms() - cmd->sent_ms;
+	set_timer_ms(&cmd->timer, waited_ms < stall_ms(r) ?
+	    (int)(stall_ms(r) - waited_ms) : 0);
 }
 
 void
@@ -332,6 +372,7 @@ redis_command(struct redis *r, redis_reply_cb *cb, void *arg, int argc,
 	if (r->ac != NULL && redisAsyncCommandArgv(r->ac, on_reply, cmd, argc,
 	    argv, argvlen) == REDIS_OK) {
 		cmd->is_in_hiredis = true;
+		cmd->sent_ms = util_mono_ms();
 		set_timer_ms(&cmd->timer, r->command_timeout_ms);
 		return;
 	}

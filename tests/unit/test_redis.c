@@ -31,7 +31,7 @@
  */
 #define CLOCK_SLACK_MS		10
 #define CHANNEL			"acrgw-test:announce"
-#define MAX_ARGS		4
+#define MAX_ARGS		5
 
 struct test_state {
 	struct redis_fixture	*rf;
@@ -354,6 +354,115 @@ command_gets_null_within_budget_when_redis_is_hung(void **state)
 	expect_pong(st);
 }
 
+/*
+ * A Lua script that keeps Redis busy for SPIN_MS: a slow moment, not a
+ * hang. Redis answers nothing else meanwhile.
+ */
+#define SPIN_MS			500
+#define SLOW_BUDGET_MS		400
+#define SPIN_SCRIPT \
+	"local t = redis.call('TIME') " \
+	"local start = t[1] * 1000000 + t[2] " \
+	"repeat t = redis.call('TIME') " \
+	"until t[1] * 1000000 + t[2] - start >= tonumber(ARGV[1]) * 1000 " \
+	"return 1"
+
+struct clock_wait {
+	int64_t	until_ms;
+};
+
+static bool
+is_time_up(void *arg)
+{
+	const struct clock_wait	*wait = arg;
+
+	return util_mono_ms() >= wait->until_ms;
+}
+
+/* Runs the loop for ms, so that timers and replies due in it happen. */
+static void
+run_for(struct test_state *st, int ms)
+{
+	struct clock_wait	wait = { util_mono_ms() + ms };
+
+	assert_int_equal(redis_fixture_run_until(st->base, is_time_up, &wait,
+	    ms + WAIT_MS), 0);
+}
+
+/* This connection's id as Redis numbers it: a new id is a reconnect. */
+static long long
+client_id(struct test_state *st)
+{
+	struct reply_box	box = { 0 };
+
+	send_words(st->r, &box, "CLIENT", "ID", NULL);
+	wait_answered(st, &box);
+	assert_false(box.is_null);
+	assert_int_equal(box.type, REDIS_REPLY_INTEGER);
+	return box.integer;
+}
+
+static void
+slow_command_fails_alone_and_keeps_the_connection(void **state)
+{
+	struct test_state	*st = *state;
+	struct reply_box	 spin = { 0 }, behind = { 0 };
+	char			 spin_ms[16];
+	int64_t			 sent_ms;
+	long long		 id;
+
+	open_redis(st, SLOW_BUDGET_MS);
+	id = client_id(st);
+	(void)snprintf(spin_ms, sizeof(spin_ms), "%d", SPIN_MS);
+
+	sent_ms = util_mono_ms();
+	send_words(st->r, &spin, "EVAL", SPIN_SCRIPT, "0", spin_ms, NULL);
+	/*
+	 * Sent while the script runs and before its budget is out: its own
+	 * budget outlasts the script, so it must get its real answer rather
+	 * than fail with the script.
+	 */
+	run_for(st, SLOW_BUDGET_MS - 50);
+	send_words(st->r, &behind, "PING", NULL);
+	wait_answered(st, &spin);
+	wait_answered(st, &behind);
+
+	assert_true(spin.is_null);
+	assert_true(spin.answered_ms - sent_ms >=
+	    SLOW_BUDGET_MS - CLOCK_SLACK_MS);
+	assert_false(behind.is_null);
+	assert_string_equal(behind.text, "PONG");
+	assert_true(behind.answered_ms - sent_ms >= SPIN_MS - CLOCK_SLACK_MS);
+
+	/* The script's late reply was dropped, and no reconnect happened. */
+	assert_int_equal(client_id(st), id);
+	assert_int_equal(spin.calls, 1);
+	assert_int_equal(behind.calls, 1);
+}
+
+static void
+connection_silent_past_the_stall_limit_is_replaced(void **state)
+{
+	struct test_state	*st = *state;
+	struct reply_box	 box = { 0 };
+	long long		 id;
+
+	open_redis(st, HUNG_BUDGET_MS);
+	id = client_id(st);
+	assert_int_equal(redis_fixture_pause(st->rf), 0);
+
+	send_words(st->r, &box, "GET", "acrgw-test:a", NULL);
+	wait_answered(st, &box);
+	assert_true(box.is_null);
+	/* Past the one-second stall limit the connection is given up. */
+	run_for(st, 1200);
+
+	assert_int_equal(redis_fixture_resume(st->rf), 0);
+	wait_connected(st, st->r);
+	assert_true(client_id(st) != id);
+	assert_int_equal(box.calls, 1);
+}
+
 static void
 reconnects_after_redis_restart(void **state)
 {
@@ -464,6 +573,12 @@ main(void)
 		    command_gets_null_when_redis_is_down, setup, teardown),
 		cmocka_unit_test_setup_teardown(
 		    command_gets_null_within_budget_when_redis_is_hung, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(
+		    slow_command_fails_alone_and_keeps_the_connection, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(
+		    connection_silent_past_the_stall_limit_is_replaced, setup,
 		    teardown),
 		cmocka_unit_test_setup_teardown(
 		    reconnects_after_redis_restart, setup, teardown),
