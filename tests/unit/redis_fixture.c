@@ -21,6 +21,7 @@
 #include <hiredis/hiredis.h>
 
 #include "redis_fixture.h"
+#include "util.h"
 
 /*
  * Ports below 32768 stay clear of Linux's ephemeral range, so no client
@@ -405,4 +406,25 @@ out:
 	if (deadline != NULL)
 		event_free(deadline);
 	return is_done(arg) ? 0 : -1;
+}
+
+struct clock_wait {
+	int64_t	until_ms;
+};
+
+static bool
+is_past(void *arg)
+{
+	const struct clock_wait	*wait = arg;
+
+	return util_mono_ms() >= wait->until_ms;
+}
+
+void
+redis_fixture_run_for(struct event_base *base, int ms)
+{
+	struct clock_wait	wait = { util_mono_ms() + ms };
+
+	/* The deadline is the wait itself; a tick keeps the loop turning. */
+	(void)redis_fixture_run_until(base, is_past, &wait, ms + 1000);
 }

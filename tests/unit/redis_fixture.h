@@ -73,4 +73,8 @@ int			 redis_fixture_run_until(struct event_base *base,
 			    redis_fixture_done_fn *is_done, void *arg,
 			    int timeout_ms);
 
+/* Runs base for ms, so that the timers and replies due in it happen. */
+void			 redis_fixture_run_for(struct event_base *base,
+			    int ms);
+
 #endif

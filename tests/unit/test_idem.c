@@ -346,26 +346,11 @@ reopen_with_lease(struct test_state *st, int lease_ms)
 	st->idem = open_node(st, "node-a", 1);
 }
 
-struct clock_wait {
-	int64_t	until_ms;
-};
-
-static bool
-is_past(void *arg)
-{
-	const struct clock_wait	*w = arg;
-
-	return util_mono_ms() >= w->until_ms;
-}
-
 /* Runs the loop for ms; only used to let a lease Redis reported run out. */
 static void
 run_for(struct test_state *st, int64_t ms)
 {
-	struct clock_wait	w = { util_mono_ms() + ms };
-
-	assert_int_equal(redis_fixture_run_until(st->base, is_past, &w,
-	    (int)ms + WAIT_MS), 0);
+	redis_fixture_run_for(st->base, (int)ms);
 }
 
 static int

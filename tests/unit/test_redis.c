@@ -367,26 +367,10 @@ command_gets_null_within_budget_when_redis_is_hung(void **state)
 	"until t[1] * 1000000 + t[2] - start >= tonumber(ARGV[1]) * 1000 " \
 	"return 1"
 
-struct clock_wait {
-	int64_t	until_ms;
-};
-
-static bool
-is_time_up(void *arg)
-{
-	const struct clock_wait	*wait = arg;
-
-	return util_mono_ms() >= wait->until_ms;
-}
-
-/* Runs the loop for ms, so that timers and replies due in it happen. */
 static void
 run_for(struct test_state *st, int ms)
 {
-	struct clock_wait	wait = { util_mono_ms() + ms };
-
-	assert_int_equal(redis_fixture_run_until(st->base, is_time_up, &wait,
-	    ms + WAIT_MS), 0);
+	redis_fixture_run_for(st->base, ms);
 }
 
 /* This connection's id as Redis numbers it: a new id is a reconnect. */
