@@ -48,6 +48,12 @@ struct idem_claim {
 	enum idem_outcome	 outcome;
 	int64_t			 epoch;		/* FRESH, TAKEOVER */
 	int64_t			 lease_left_ms;	/* IN_FLIGHT */
+	/*
+	 * IN_FLIGHT: the key was announced while this claim was out, so the
+	 * record may have moved since Redis ran it and the announcement will
+	 * not come again: claim again now rather than wait for it.
+	 */
+	bool			 is_stale;
 	int			 status;	/* REPLAYED */
 	const char		*body;		/* REPLAYED; borrowed */
 	size_t			 body_len;

@@ -100,6 +100,7 @@ static const char release_script[] =
     "return 1\n";
 
 TAILQ_HEAD(idem_waitq, idem_wait);
+TAILQ_HEAD(idem_callq, idem_call);
 
 struct idem_wait {
 	struct idem		*idem;
@@ -129,6 +130,8 @@ struct idem {
 	struct redis		*redis;
 	struct redis		*subscriber;
 	struct idem_waitq	 waits;
+	/* Claims sent and not yet answered, for on_announcement. */
+	struct idem_callq	 claims;
 	TAILQ_HEAD(, idem_abandon) abandons;
 };
 
@@ -147,6 +150,10 @@ struct idem_call {
 	char			*client_token;	/* lookup only */
 	char			*record_key;	/* claim only */
 	char			*attempt;	/* claim only */
+	/* Claim only: on idem->claims until the reply; whether the key was
+	 * announced meanwhile. */
+	bool			 is_announced;
+	TAILQ_ENTRY(idem_call)	 link;
 };
 
 static char *
@@ -180,6 +187,7 @@ idem_new(struct event_base *base, const struct config *cfg,
 	idem->owner = xstrdup(owner);
 	idem->channel = xasprintf("%sidem:done", cfg->redis_key_prefix);
 	TAILQ_INIT(&idem->waits);
+	TAILQ_INIT(&idem->claims);
 	TAILQ_INIT(&idem->abandons);
 	idem->redis = redis_new(base, &opts);
 	idem->subscriber = redis_new_subscriber(base, &opts, idem->channel,
@@ -207,10 +215,11 @@ idem_free(struct idem *idem)
 		return;
 	while ((wait = TAILQ_FIRST(&idem->waits)) != NULL)
 		idem_wait_cancel(wait);
-	while ((abandon = TAILQ_FIRST(&idem->abandons)) != NULL)
-		abandon_free(abandon);
+	/* Claims still out are answered NULL here and schedule abandons. */
 	redis_free(idem->subscriber);
 	redis_free(idem->redis);
+	while ((abandon = TAILQ_FIRST(&idem->abandons)) != NULL)
+		abandon_free(abandon);
 	free(idem->channel);
 	free(idem->owner);
 	free(idem);
@@ -364,12 +373,14 @@ on_claim_reply(redisReply *reply, void *arg)
 	struct idem_call	*call = arg;
 	struct idem_claim	 claim = { 0 };
 
+	TAILQ_REMOVE(&call->idem->claims, call, link);
 	if (reply != NULL && reply->type == REDIS_REPLY_ERROR)
 		log_pack(LOG_ERROR, "idem", "redis_script_error", "{s:s}",
 		    "error", reply->str);
 	if (reply == NULL)
 		schedule_abandon(call);
 	parse_claim(reply, &claim);
+	claim.is_stale = claim.outcome == IDEM_IN_FLIGHT && call->is_announced;
 	call->cb.claim(&claim, call->arg);
 	call_free(call);
 }
@@ -396,6 +407,7 @@ idem_claim(struct idem *idem, const struct idem_key *key, idem_claim_cb *cb,
 	call->cb.claim = cb;
 	call->record_key = rkey;
 	call->attempt = xstrdup(argv[5]);
+	TAILQ_INSERT_TAIL(&idem->claims, call, link);
 	eval(idem, claim_script, rkey, 6, argv, on_claim_reply, call);
 }
 
@@ -566,12 +578,22 @@ on_wait_timer(evutil_socket_t fd, short what, void *arg)
 	wait_fire(arg);
 }
 
+static bool
+is_key(const char *key, const char *payload, size_t len)
+{
+	return strlen(key) == len && memcmp(key, payload, len) == 0;
+}
+
 /*
- * A completion or release was published. Wake every waiter on that key
- * that was waiting when it arrived. They are moved to a batch first: a
- * callback may wait again on the same key, and that new wait is for the
- * next announcement, not this one; a callback may also cancel another
- * wait in the batch, which idem_wait_cancel handles through wait->queue.
+ * A completion or release was published. Claims on that key still out are
+ * marked first: the announcement comes on the subscriber connection and
+ * may overtake the reply of a claim Redis ran before it, whose "in flight"
+ * is then stale, and its caller would wait for an announcement already
+ * gone. Then wake every waiter on that key that was waiting when it
+ * arrived. They are moved to a batch first: a callback may wait again on
+ * the same key, and that new wait is for the next announcement, not this
+ * one; a callback may also cancel another wait in the batch, which
+ * idem_wait_cancel handles through wait->queue.
  */
 static void
 on_announcement(const char *payload, size_t len, void *arg)
@@ -579,12 +601,16 @@ on_announcement(const char *payload, size_t len, void *arg)
 	struct idem		*idem = arg;
 	struct idem_waitq	 woken;
 	struct idem_wait	*wait, *next;
+	struct idem_call	*call;
 
+	TAILQ_FOREACH(call, &idem->claims, link) {
+		if (is_key(call->record_key, payload, len))
+			call->is_announced = true;
+	}
 	TAILQ_INIT(&woken);
 	for (wait = TAILQ_FIRST(&idem->waits); wait != NULL; wait = next) {
 		next = TAILQ_NEXT(wait, link);
-		if (strlen(wait->record_key) != len ||
-		    memcmp(wait->record_key, payload, len) != 0)
+		if (!is_key(wait->record_key, payload, len))
 			continue;
 		TAILQ_REMOVE(&idem->waits, wait, link);
 		TAILQ_INSERT_TAIL(&woken, wait, link);

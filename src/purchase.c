@@ -41,8 +41,8 @@
 #define RESEND_BASE_MS		250
 /*
  * A waiter re-checks the record on a short, growing interval in case it
- * missed the announcement: it may arrive on the subscriber connection
- * before the claim's reply that made us wait, or during a reconnect.
+ * missed the announcement during a reconnect. (One that overtakes the
+ * claim's reply that made us wait is caught by idem: is_stale.)
  */
 #define WAIT_RECHECK_MIN_MS	25
 #define WAIT_RECHECK_MAX_MS	1000
@@ -274,9 +274,12 @@ on_wake(void *arg)
 	claim(r);
 }
 
-/* Another attempt holds the lease: wait for it, or say 409. */
+/*
+ * Another attempt holds the lease: wait for it, or say 409. is_stale: the
+ * key was announced while our claim was out, so look again at once.
+ */
 static void
-in_flight(struct request *r, int64_t lease_left_ms)
+in_flight(struct request *r, int64_t lease_left_ms, bool is_stale)
 {
 	int64_t	left_ms = r->wait_deadline_ms - util_mono_ms();
 	int64_t	timeout_ms;
@@ -285,6 +288,10 @@ in_flight(struct request *r, int64_t lease_left_ms)
 	if (r->wait_deadline_ms == 0 || left_ms <= 0 || r->w->is_draining) {
 		r->retry_after_s = r->w->cfg->idem_retry_after_s;
 		request_fail(r, &ERR_REQUEST_IN_PROGRESS, NULL);
+		return;
+	}
+	if (is_stale) {
+		claim(r);
 		return;
 	}
 
@@ -329,7 +336,7 @@ on_claim(const struct idem_claim *c, void *arg)
 		break;
 	case IDEM_IN_FLIGHT:
 		r->idem_outcome = "in_flight";
-		in_flight(r, c->lease_left_ms);
+		in_flight(r, c->lease_left_ms, c->is_stale);
 		break;
 	case IDEM_UNAVAILABLE:
 		r->idem_outcome = "unavailable";

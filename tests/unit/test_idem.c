@@ -431,8 +431,52 @@ second_claim_is_in_flight_with_lease_left(void **state)
 	assert_int_equal(claim_by(st, st->idem, &key_a, &box), IDEM_IN_FLIGHT);
 	assert_true(box.claim.lease_left_ms > LEASE_MS - WAIT_MS);
 	assert_true(box.claim.lease_left_ms <= LEASE_MS);
+	assert_false(box.claim.is_stale);
 	assert_null(box.body);
 	assert_field(st, RECORD_KEY("team-a", "tok-1"), "epoch", "1");
+}
+
+/*
+ * Claims node-a while an announcement of announced_key is already on its
+ * way to node-a's subscriber, so it arrives before the claim's reply.
+ */
+static enum idem_outcome
+claim_overtaken_by(struct test_state *st, const char *announced_key,
+    struct claim_box *box)
+{
+	memset(box, 0, sizeof(*box));
+	idem_claim(st->idem, &key_a, on_claim, box);
+	assert_int_equal(redis_fixture_integer(st->rf, "PUBLISH %s %s",
+	    CHANNEL, announced_key), 1);
+	wait_called(st, &box->calls);
+	free(box->body);
+	return box->claim.outcome;
+}
+
+/*
+ * The announcement comes on the subscriber connection and may overtake
+ * the reply of a claim Redis ran before it: that "in flight" is stale,
+ * and a caller waiting on it would wait for an announcement already gone.
+ */
+static void
+in_flight_claim_overtaken_by_its_announcement_is_stale(void **state)
+{
+	struct test_state	*st = *state;
+	struct claim_box	 box;
+
+	assert_int_equal(claim(st, &key_a, NULL), IDEM_FRESH);
+
+	assert_int_equal(claim_overtaken_by(st, RECORD_KEY("team-a", "tok-2"),
+	    &box), IDEM_IN_FLIGHT);
+	assert_false(box.claim.is_stale);
+
+	assert_int_equal(claim_overtaken_by(st, RECORD_KEY("team-a", "tok-1"),
+	    &box), IDEM_IN_FLIGHT);
+	assert_true(box.claim.is_stale);
+
+	/* Only the claim that was out when it came. */
+	assert_int_equal(claim_by(st, st->idem, &key_a, &box), IDEM_IN_FLIGHT);
+	assert_false(box.claim.is_stale);
 }
 
 static void
@@ -896,6 +940,7 @@ keys_of_two_tenants_do_not_collide(void **state)
 static const struct CMUnitTest tests[] = {
 	CASE(fresh_token_is_claimed_with_epoch_1),
 	CASE(second_claim_is_in_flight_with_lease_left),
+	CASE(in_flight_claim_overtaken_by_its_announcement_is_stale),
 	CASE(claim_with_other_fingerprint_is_mismatch),
 	CASE(complete_then_claim_is_replayed_with_status_and_body),
 	CASE(failed_final_is_replayed),
