@@ -18,6 +18,7 @@ struct api_error {
 
 extern const struct api_error ERR_INVALID_REQUEST;	/* 400 */
 extern const struct api_error ERR_DUPLICATE_HEADER;	/* 400 */
+extern const struct api_error ERR_BAD_HOST;		/* 400 */
 extern const struct api_error ERR_UNAUTHENTICATED;	/* 401 */
 extern const struct api_error ERR_FORBIDDEN;		/* 403 */
 extern const struct api_error ERR_NOT_FOUND;		/* 404 */

@@ -19,6 +19,10 @@ const struct api_error ERR_DUPLICATE_HEADER = {
 	"A header that may appear only once (Content-Length, Content-Type, "
 	"Idempotency-Key) appears more than once."
 };
+const struct api_error ERR_BAD_HOST = {
+	400, "bad_host", "Missing or repeated Host",
+	"An HTTP/1.1 request needs exactly one Host header."
+};
 const struct api_error ERR_UNAUTHENTICATED = {
 	401, "unauthenticated", "Unauthenticated",
 	"A valid API key is required: Authorization: Bearer <key>."

@@ -19,6 +19,7 @@
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <event2/http.h>
+#include <event2/http_struct.h>
 #include <event2/keyvalq_struct.h>
 #include <event2/listener.h>
 #include <event2/thread.h>
@@ -460,6 +461,13 @@ on_request(struct evhttp_request *req, void *arg)
 	if (!is_known_framing(headers)) {
 		r->is_closing = true;
 		request_fail(r, &ERR_UNSUPPORTED_TRANSFER_ENCODING, NULL);
+		request_release(r);
+		return;
+	}
+	/* HTTP/1.1 requires one Host (RFC 9112, 3.2); 1.0 may omit it. */
+	if ((req->major > 1 || (req->major == 1 && req->minor >= 1)) &&
+	    header_count(headers, "Host") != 1) {
+		request_fail(r, &ERR_BAD_HOST, NULL);
 		request_release(r);
 		return;
 	}

@@ -553,6 +553,16 @@ class HardeningSuite(GatewayCase):
         self.assertEqual(resp.status, 201, resp.body)
         self.assertEqual(self.mock.orders(), 1)
 
+    def test_http11_without_exactly_one_host_is_400_bad_host(self):
+        for hosts in (b"", b"Host: a\r\nHost: b\r\n"):
+            with self.raw() as conn:
+                conn.send(b"GET /healthz HTTP/1.1\r\n" + hosts + b"\r\n")
+                self.assertRawProblem(conn.read_response(), 400, "bad_host")
+        # HTTP/1.0 has no such rule; its answer ends with the connection.
+        with self.raw() as conn:
+            conn.send(b"GET /healthz HTTP/1.0\r\n\r\n")
+            self.assertTrue(conn.rest().startswith(b"HTTP/1.0 200 "))
+
     # 7. Idempotency-Key as a structured-field string
 
     def test_quoted_idempotency_key_is_the_same_token_as_the_body_one(self):

@@ -59,7 +59,7 @@ static void
 every_error_has_a_distinct_code_and_client_status(void **state)
 {
 	const struct api_error	*all[] = {
-		&ERR_INVALID_REQUEST, &ERR_DUPLICATE_HEADER,
+		&ERR_INVALID_REQUEST, &ERR_DUPLICATE_HEADER, &ERR_BAD_HOST,
 		&ERR_UNAUTHENTICATED, &ERR_FORBIDDEN,
 		&ERR_NOT_FOUND, &ERR_METHOD_NOT_ALLOWED,
 		&ERR_REQUEST_IN_PROGRESS, &ERR_PAYLOAD_TOO_LARGE,
