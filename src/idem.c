@@ -113,11 +113,17 @@ struct idem_wait {
 	TAILQ_ENTRY(idem_wait)	 link;
 };
 
-/* A claim to undo once a stalled Redis has had time to run it. */
+/*
+ * A claim to undo once a stalled Redis has had time to run it. Tried
+ * again while Redis does not answer, until the claim's lease would have
+ * ended anyway; on idem->abandons until then, also while its command is
+ * out.
+ */
 struct idem_abandon {
 	struct idem		*idem;
 	char			*record_key;
 	char			*attempt;
+	int64_t			 give_up_ms;	/* monotonic */
 	struct event		 timer;
 	TAILQ_ENTRY(idem_abandon) link;
 };
@@ -320,12 +326,29 @@ parse_claim(const redisReply *reply, struct idem_claim *claim)
 }
 
 static void
+set_abandon_timer(struct idem_abandon *abandon)
+{
+	struct timeval	tv = { ABANDON_DELAY_MS / 1000,
+			    (ABANDON_DELAY_MS % 1000) * 1000 };
+
+	evtimer_add(&abandon->timer, &tv);
+}
+
+/* No reply: Redis is still stalled or away, so try again later. */
+static void
 on_abandon_reply(redisReply *reply, void *arg)
 {
-	(void)arg;
+	struct idem_abandon	*abandon = arg;
+
+	if (reply == NULL &&
+	    util_mono_ms() + ABANDON_DELAY_MS < abandon->give_up_ms) {
+		set_abandon_timer(abandon);
+		return;
+	}
 	if (reply != NULL && reply->type == REDIS_REPLY_INTEGER &&
 	    reply->integer == 1)
 		log_pack(LOG_INFO, "idem", "claim_undone", "{}");
+	abandon_free(abandon);
 }
 
 static void
@@ -338,8 +361,7 @@ on_abandon_timer(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	eval(idem, abandon_script, abandon->record_key, 2, argv,
-	    on_abandon_reply, NULL);
-	abandon_free(abandon);
+	    on_abandon_reply, abandon);
 }
 
 /*
@@ -352,18 +374,17 @@ schedule_abandon(struct idem_call *call)
 {
 	struct idem		*idem = call->idem;
 	struct idem_abandon	*abandon;
-	struct timeval		 tv = { ABANDON_DELAY_MS / 1000,
-				    (ABANDON_DELAY_MS % 1000) * 1000 };
 
 	abandon = xcalloc(1, sizeof(*abandon));
 	abandon->idem = idem;
 	abandon->record_key = call->record_key;
 	abandon->attempt = call->attempt;
+	abandon->give_up_ms = util_mono_ms() + idem->cfg->idem_lease_ms;
 	call->record_key = NULL;
 	call->attempt = NULL;
 	evtimer_assign(&abandon->timer, idem->base, on_abandon_timer,
 	    abandon);
-	evtimer_add(&abandon->timer, &tv);
+	set_abandon_timer(abandon);
 	TAILQ_INSERT_TAIL(&idem->abandons, abandon, link);
 }
 

@@ -910,6 +910,40 @@ claim_is_unavailable_when_redis_is_down(void **state)
 	assert_null(record);
 }
 
+struct key_gone {
+	struct redis_fixture	*rf;
+	const char		*key;
+};
+
+static bool
+is_key_gone(void *arg)
+{
+	const struct key_gone	*w = arg;
+
+	return redis_fixture_integer(w->rf, "EXISTS %s", w->key) == 0;
+}
+
+static void
+claim_lost_to_a_long_stall_is_undone_once_redis_answers(void **state)
+{
+	struct test_state	*st = *state;
+	struct key_gone		 gone = { st->rf, RECORD_KEY("team-a", "tok-1") };
+
+	/*
+	 * Redis takes the claim but answers nothing for longer than the
+	 * first undo's wait and budget together: the undo must be tried
+	 * again, not given up, or the token stays held for its lease.
+	 */
+	assert_int_equal(redis_fixture_pause(st->rf), 0);
+	assert_int_equal(claim(st, &key_a, NULL), IDEM_UNAVAILABLE);
+	run_for(st, 2500);
+	assert_int_equal(redis_fixture_resume(st->rf), 0);
+
+	assert_int_equal(redis_fixture_run_until(st->base, is_key_gone, &gone,
+	    WAIT_MS), 0);
+	assert_int_equal(claim(st, &key_a, NULL), IDEM_FRESH);
+}
+
 static void
 keys_of_two_tenants_do_not_collide(void **state)
 {
@@ -957,6 +991,7 @@ static const struct CMUnitTest tests[] = {
 	CASE(wait_from_a_wake_callback_waits_for_the_next_announcement),
 	CASE(wait_times_out_without_announcement),
 	CASE(claim_is_unavailable_when_redis_is_down),
+	CASE(claim_lost_to_a_long_stall_is_undone_once_redis_answers),
 	CASE(keys_of_two_tenants_do_not_collide),
 };
 
