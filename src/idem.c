@@ -74,10 +74,13 @@ static const char complete_script[] =
  * KEYS[1] record. ARGV: attempt, channel. Undoes a claim whose reply never
  * reached us, if no one has moved the record since: nothing was sent
  * upstream under it. A fresh record goes; a taken-over one just frees its
- * lease, since an earlier attempt may have reached the vendor.
+ * lease, since an earlier attempt may have reached the vendor. Returns 1
+ * when undone, 0 when the record has moved on, -1 when there is none (yet:
+ * the claim may still wait in a dropped connection's bytes).
  */
 static const char abandon_script[] =
     "local r = redis.call('HMGET', KEYS[1], 'state', 'attempt', 'epoch')\n"
+    "if not r[1] then return -1 end\n"
     "if r[1] ~= 'in_flight' or r[2] ~= ARGV[1] then return 0 end\n"
     "if tonumber(r[3]) == 1 then\n"
     "  redis.call('DEL', KEYS[1])\n"
@@ -115,15 +118,16 @@ struct idem_wait {
 
 /*
  * A claim to undo once a stalled Redis has had time to run it. Tried
- * again while Redis does not answer, until the claim's lease would have
- * ended anyway; on idem->abandons until then, also while its command is
- * out.
+ * again (ABANDON_TRIES in all, never past the claim's lease) while Redis
+ * gives no answer or has no record yet; on idem->abandons until done,
+ * also while its command is out.
  */
 struct idem_abandon {
 	struct idem		*idem;
 	char			*record_key;
 	char			*attempt;
 	int64_t			 give_up_ms;	/* monotonic */
+	int			 tries_left;
 	struct event		 timer;
 	TAILQ_ENTRY(idem_abandon) link;
 };
@@ -143,6 +147,12 @@ struct idem {
 
 /* How long after a claim's lost reply the claim is undone. */
 #define ABANDON_DELAY_MS	1000
+/*
+ * Undo tries, a delay apart: enough to outlast a stall of several
+ * seconds, few enough that an outage (where every claim is lost) does
+ * not pile up undo traffic. After that the lease ends the claim.
+ */
+#define ABANDON_TRIES		6
 
 /* One pending Redis call: the caller's callback and what it needs. */
 struct idem_call {
@@ -334,13 +344,20 @@ set_abandon_timer(struct idem_abandon *abandon)
 	evtimer_add(&abandon->timer, &tv);
 }
 
-/* No reply: Redis is still stalled or away, so try again later. */
+/*
+ * Tried again later when Redis gave no answer (still stalled or away), or
+ * found no record: after a stall Redis may run this undo, sent on a new
+ * connection, before the claim still waiting in the dropped one's bytes.
+ */
 static void
 on_abandon_reply(redisReply *reply, void *arg)
 {
 	struct idem_abandon	*abandon = arg;
+	bool			 is_again;
 
-	if (reply == NULL &&
+	is_again = reply == NULL || (reply->type == REDIS_REPLY_INTEGER &&
+	    reply->integer == -1);
+	if (is_again && --abandon->tries_left > 0 &&
 	    util_mono_ms() + ABANDON_DELAY_MS < abandon->give_up_ms) {
 		set_abandon_timer(abandon);
 		return;
@@ -380,6 +397,7 @@ schedule_abandon(struct idem_call *call)
 	abandon->record_key = call->record_key;
 	abandon->attempt = call->attempt;
 	abandon->give_up_ms = util_mono_ms() + idem->cfg->idem_lease_ms;
+	abandon->tries_left = ABANDON_TRIES;
 	call->record_key = NULL;
 	call->attempt = NULL;
 	evtimer_assign(&abandon->timer, idem->base, on_abandon_timer,

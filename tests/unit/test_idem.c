@@ -945,6 +945,34 @@ claim_lost_to_a_long_stall_is_undone_once_redis_answers(void **state)
 }
 
 static void
+undo_that_finds_no_record_tries_again_for_a_claim_run_late(void **state)
+{
+	struct test_state	*st = *state;
+	struct idem_key		 key = key_a;
+	struct key_gone		 gone = { st->rf, RECORD_KEY("team-a", "tok-1") };
+
+	/* The claim's reply is lost: an undo is due a second later. */
+	key.attempt = "attempt-late";
+	assert_int_equal(redis_fixture_stop(st->rf), 0);
+	assert_int_equal(redis_fixture_run_until(st->base, is_not_ready,
+	    st->idem, WAIT_MS), 0);
+	assert_int_equal(claim(st, &key, NULL), IDEM_UNAVAILABLE);
+	assert_int_equal(redis_fixture_restart(st->rf), 0);
+
+	/*
+	 * The first undo has found nothing. Now the claim runs, as it does
+	 * when Redis reads a dropped connection's bytes after the newer
+	 * connection's undo; a later try must still undo it.
+	 */
+	run_for(st, 1500);
+	assert_int_equal(redis_fixture_integer(st->rf,
+	    "HSET %s state in_flight attempt attempt-late epoch 1", gone.key),
+	    3);
+	assert_int_equal(redis_fixture_run_until(st->base, is_key_gone, &gone,
+	    WAIT_MS), 0);
+}
+
+static void
 keys_of_two_tenants_do_not_collide(void **state)
 {
 	struct test_state	*st = *state;
@@ -992,6 +1020,7 @@ static const struct CMUnitTest tests[] = {
 	CASE(wait_times_out_without_announcement),
 	CASE(claim_is_unavailable_when_redis_is_down),
 	CASE(claim_lost_to_a_long_stall_is_undone_once_redis_answers),
+	CASE(undo_that_finds_no_record_tries_again_for_a_claim_run_late),
 	CASE(keys_of_two_tenants_do_not_collide),
 };
 
