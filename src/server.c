@@ -182,24 +182,18 @@ log_access(const struct request *r, enum evhttp_cmd_type method,
 }
 
 /*
- * An answer handed to evhttp and not yet written. libevent reports the
- * end of a write (the request's on_complete callback) only when it
- * succeeds: a connection that fails mid-write, such as one the client
- * reset, is freed without it. Its close callback then ends the wait, so
- * the answer stops holding the drain either way.
+ * An answer handed to evhttp counts in w->unflushed until it is written.
+ * libevent reports the end of a write (the request's on_complete callback)
+ * only when it succeeds: a connection that fails mid-write, such as one
+ * the client reset, is freed without it. Its close callback, armed only
+ * while the answer is out, then ends the count, so the answer stops
+ * holding the drain either way.
  */
-struct unflushed {
-	struct worker			*w;
-	struct evhttp_connection	*evcon;
-};
-
 static void
-unflushed_done(struct unflushed *u)
+unflushed_done(struct worker *w, struct evhttp_connection *evcon)
 {
-	struct worker	*w = u->w;
-
-	evhttp_connection_set_closecb(u->evcon, NULL, NULL);
-	free(u);
+	if (evcon != NULL)
+		evhttp_connection_set_closecb(evcon, NULL, NULL);
 	w->unflushed--;
 	maybe_stop(w);
 }
@@ -207,15 +201,13 @@ unflushed_done(struct unflushed *u)
 static void
 on_flushed(struct evhttp_request *req, void *arg)
 {
-	(void)req;
-	unflushed_done(arg);
+	unflushed_done(arg, evhttp_request_get_connection(req));
 }
 
 static void
 on_unflushed_close(struct evhttp_connection *evcon, void *arg)
 {
-	(void)evcon;
-	unflushed_done(arg);
+	unflushed_done(arg, evcon);
 }
 
 /* Counts the answer on req until it is written or its connection goes. */
@@ -223,17 +215,13 @@ static void
 unflushed_add(struct worker *w, struct evhttp_request *req)
 {
 	struct evhttp_connection	*evcon;
-	struct unflushed		*u;
 
 	evcon = evhttp_request_get_connection(req);
 	if (evcon == NULL)
 		return;
-	u = xmalloc(sizeof(*u));
-	u->w = w;
-	u->evcon = evcon;
 	w->unflushed++;
-	evhttp_request_set_on_complete_cb(req, on_flushed, u);
-	evhttp_connection_set_closecb(evcon, on_unflushed_close, u);
+	evhttp_request_set_on_complete_cb(req, on_flushed, w);
+	evhttp_connection_set_closecb(evcon, on_unflushed_close, w);
 }
 
 void
