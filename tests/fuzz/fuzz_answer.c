@@ -12,7 +12,6 @@
 
 #include "vendor.h"
 
-int	 LLVMFuzzerInitialize(int *argc, char ***argv);
 int	 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 /* A NUL inside the buffer, and text jansson will put in a log line. */
@@ -26,15 +25,6 @@ check_text(const char *s, size_t size)
 	if ((j = json_string(s)) == NULL)
 		abort();
 	json_decref(j);
-}
-
-int
-LLVMFuzzerInitialize(int *argc, char ***argv)
-{
-	(void)argc;
-	(void)argv;
-	json_object_seed(1);
-	return 0;
 }
 
 int

@@ -14,7 +14,6 @@
 
 #define NELEM(a)	(sizeof(a) / sizeof((a)[0]))
 
-int	 LLVMFuzzerInitialize(int *argc, char ***argv);
 int	 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static void
@@ -131,15 +130,6 @@ check_no_secret(const char *text, size_t size, const char *errs)
 		}
 	}
 	json_decref(root);
-}
-
-int
-LLVMFuzzerInitialize(int *argc, char ***argv)
-{
-	(void)argc;
-	(void)argv;
-	json_object_seed(1);
-	return 0;
 }
 
 int

@@ -19,7 +19,6 @@
 
 #define QUOTA_MAX	100000
 
-int	 LLVMFuzzerInitialize(int *argc, char ***argv);
 int	 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static bool
@@ -204,15 +203,6 @@ check_validation(const struct validation *v)
 			abort();
 		json_decref(s);
 	}
-}
-
-int
-LLVMFuzzerInitialize(int *argc, char ***argv)
-{
-	(void)argc;
-	(void)argv;
-	json_object_seed(1);
-	return 0;
 }
 
 int
